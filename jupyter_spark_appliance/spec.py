@@ -73,6 +73,10 @@ class SpecError(ValueError):
         self.problems = tuple(problems)
         super().__init__("; ".join(str(p) for p in self.problems))
 
+    @classmethod
+    def single(cls, path: str, message: str) -> SpecError:
+        return cls([Problem(path, message)])
+
     def to_json(self) -> dict[str, Any]:
         return {
             "message": f"invalid appliance: {len(self.problems)} problem(s)",
@@ -203,7 +207,7 @@ def parse_appliance(document: str | bytes | Mapping[str, Any]) -> Appliance:
     Raises :class:`SpecError` and nothing else, whatever the input.
     """
     if isinstance(document, (str, bytes, bytearray)):
-        document = _decode(document)
+        document = decode_document(document)
     try:
         return _Validator().appliance(document)
     except SpecError:
@@ -212,7 +216,8 @@ def parse_appliance(document: str | bytes | Mapping[str, Any]) -> Appliance:
         raise SpecError([Problem("$", "document is nested too deeply")]) from None
 
 
-def _decode(text: str | bytes | bytearray) -> Any:
+def decode_document(text: str | bytes | bytearray) -> Any:
+    """JSON text -> object, or SpecError with line and column."""
     if isinstance(text, (bytes, bytearray)):
         try:
             text = bytes(text).decode("utf-8")

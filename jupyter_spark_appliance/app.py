@@ -1,0 +1,143 @@
+"""The Jupyter server extension: configuration (traitlets) and wiring.
+
+``c.SparkApplianceApp.backend = "docker"`` and friends live here, one trait
+per user-facing knob, each with help text shown by ``jupyter server --help-all``.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Tuple, Unicode, default
+
+from . import __version__
+from .backends.local import LocalBackend, LocalConfig
+from .backends.local_roles import DEFAULT_LOCAL_ROLES
+from .handlers import default_handlers
+from .manager import ApplianceManager
+from .store import Store
+
+
+class SparkApplianceApp(ExtensionApp):
+    name = "jupyter_spark_appliance"
+    description = "Launch a Spark cluster with a Livy endpoint, wired into Sparkmagic."
+    version = __version__
+    load_other_extensions = True
+
+    backend = CaselessStrEnum(
+        ["local", "docker"], default_value="local", config=True,
+        help="Backend used when a launch request names none: 'local' runs Spark JVMs as processes "
+             "on this machine; 'docker' runs containers on the Docker engine.",
+    )
+    bind_host = Unicode(
+        "127.0.0.1", config=True,
+        help="Address that Spark, Livy and published container ports bind to. Anything but "
+             "loopback exposes the cluster to the network: only change it on a trusted network.",
+    )
+    connect_host = Unicode(
+        "", config=True,
+        help="Host name reported in endpoints (what browsers and kernels connect to). "
+             "Default: bind_host, or 127.0.0.1 when bind_host is 0.0.0.0.",
+    )
+    port_range = Tuple(
+        Int(), Int(), default_value=(0, 0), config=True,
+        help="Inclusive range of host ports to allocate from, e.g. (20000, 20999). "
+             "(0, 0) lets the operating system pick free ports.",
+    )
+    spark_home = Unicode(
+        "", config=True,
+        help="Spark installation for the local backend. Default: $SPARK_HOME, else the installed pyspark.",
+    )
+    livy_home = Unicode(
+        "", config=True,
+        help="A real Apache Livy installation to run for livy containers on the local backend. "
+             "Empty (the default) runs the project's own Livy-compatible gateway.",
+    )
+    local_roles = Dict(
+        default_value=dict(DEFAULT_LOCAL_ROLES), config=True,
+        help="Regular expression (matched against a container's image, then its id) -> local role "
+             "(spark-master, spark-worker, livy). Decides how the local backend runs a container.",
+    )
+    daemon_java_opts = Unicode(
+        "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC", config=True,
+        help="SPARK_DAEMON_JAVA_OPTS for local master and worker JVMs (short-lived daemons start "
+             "faster with the C1 compiler and the serial collector).",
+    )
+    template_defaults = Dict(
+        default_value={}, config=True,
+        help="Default parameters per template, e.g. {'spark-livy': {'workers': 2, 'worker_memory': 2048}}.",
+    )
+    start_timeout = Float(
+        300.0, config=True,
+        help="Seconds a container instance may take to become ready before its launch fails.",
+    )
+    stop_on_shutdown = Bool(
+        True, config=True,
+        help="Stop every appliance when the Jupyter server stops. False leaves them running; "
+             "the next server re-adopts them.",
+    )
+    data_dir = Unicode(
+        config=True, help="Directory of appliance records, logs and Spark work dirs.",
+    )
+    write_sparkmagic_config = Bool(
+        True, config=True,
+        help="Write the Livy endpoint into Sparkmagic's config when an appliance's Livy is running "
+             "(and restore the previous endpoint when it is deleted).",
+    )
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return str(Path(jupyter_data_dir()) / "spark_appliance" / "appliances")
+
+    def _connect_host(self) -> str:
+        if self.connect_host:
+            return self.connect_host
+        return "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
+
+    def make_local_backend(self) -> LocalBackend:
+        config = LocalConfig(
+            bind_host=self.bind_host or "127.0.0.1",
+            connect_host=self._connect_host(),
+            port_range=tuple(self.port_range) if self.port_range[0] else None,  # type: ignore[arg-type]
+            spark_home=self.spark_home,
+            livy_home=self.livy_home,
+            roles=dict(self.local_roles),
+            daemon_java_opts=self.daemon_java_opts,
+            python=sys.executable,
+        )
+        return LocalBackend(config, self.store.dir)
+
+    def backend_factories(self) -> dict[str, Any]:
+        return {"local": self.make_local_backend}
+
+    def initialize_settings(self) -> None:
+        self.store = Store(self.data_dir)
+        server = self.serverapp
+        owner = f"{socket.gethostname()}:{server.port if server else 0}"
+        self.manager = ApplianceManager(
+            self.store,
+            self.backend_factories(),
+            default_backend=self.backend,
+            template_defaults=self.template_defaults,
+            start_timeout=self.start_timeout,
+            stop_on_shutdown=self.stop_on_shutdown,
+            owner=owner,
+        )
+        self.settings.update({"spark_appliance_manager": self.manager})
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(default_handlers())
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        await self.manager.start()
+
+    async def stop_extension(self) -> None:
+        await self.manager.shutdown()
+
+
+main = launch_new_instance = SparkApplianceApp.launch_instance

@@ -1,0 +1,5 @@
+"""Backends turn container instances into running things (processes, containers)."""
+
+from .base import Backend, BackendUnavailable, StartedInstance
+
+__all__ = ["Backend", "BackendUnavailable", "StartedInstance"]

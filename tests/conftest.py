@@ -1,0 +1,81 @@
+"""Fixtures: a real Jupyter server (pytest-jupyter) with the extension enabled.
+
+Every test gets its own data dir and its own Sparkmagic config dir, so nothing
+here reads or writes the developer's ~/.sparkmagic or appliance records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+@pytest.fixture(autouse=True)
+def sparkmagic_conf_dir(tmp_path, monkeypatch):
+    conf = tmp_path / "sparkmagic"
+    conf.mkdir()
+    monkeypatch.setenv("SPARKMAGIC_CONF_DIR", str(conf))
+    monkeypatch.delenv("SPARKMAGIC_CONF_FILE", raising=False)
+    return conf
+
+
+@pytest.fixture
+def appliance_data_dir(tmp_path):
+    return tmp_path / "appliances"
+
+
+@pytest.fixture
+def jp_server_config(appliance_data_dir):
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_spark_appliance": True}},
+        "SparkApplianceApp": {"data_dir": str(appliance_data_dir), "start_timeout": 240.0},
+    }
+
+
+class Api:
+    """A thin JSON client over pytest-jupyter's jp_fetch (real HTTP, real auth)."""
+
+    def __init__(self, jp_fetch):
+        self.fetch = jp_fetch
+
+    async def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+                   headers: dict[str, str] | None = None, **params: Any) -> tuple[int, Any]:
+        kwargs: dict[str, Any] = {"method": method, "raise_error": False}
+        if headers is not None:
+            kwargs["headers"] = headers
+        if raw is not None:
+            kwargs["body"] = raw
+        elif body is not None:
+            kwargs["body"] = json.dumps(body)
+        elif method in ("POST", "PATCH"):
+            kwargs["body"] = b""
+        if params:
+            kwargs["params"] = params
+        response = await self.fetch("spark-appliance", *path.strip("/").split("/"), **kwargs)
+        text = response.body.decode() if response.body else ""
+        try:
+            return response.code, json.loads(text) if text else None
+        except ValueError:
+            return response.code, text
+
+    async def wait_state(self, app_id: str, states: set[str], timeout: float = 300.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        model: Any = None
+        while time.monotonic() < deadline:
+            code, model = await self.call("GET", f"appliance/{app_id}")
+            assert code == 200, model
+            if model["state"] in states:
+                return model
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"{app_id} did not reach {states}: {json.dumps(model, indent=1)[:3000]}")
+
+
+@pytest.fixture
+def api(jp_fetch, jp_serverapp):
+    return Api(jp_fetch)
