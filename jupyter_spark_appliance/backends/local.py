@@ -161,8 +161,7 @@ class LocalBackend(Backend):
         if self.config.livy_home:
             return self._real_livy(master_url, ports[8998], base, info)
         argv = [self.config.python, "-m", "jupyter_spark_appliance.livy", "--master", master_url,
-                "--host", host, "--port", str(ports[8998]),
-                "--driver-memory", f"{memory_mb(container)}m"]
+                "--host", host, "--port", str(ports[8998]), "--log-dir", str(base / "logs" / instance.name)]
         return argv, {}, info
 
     def _real_livy(self, master_url: str, port: int, base: Path, info: dict[str, object]):

@@ -1,0 +1,188 @@
+"""Run one statement the way Livy's Python REPL does, with no Spark knowledge.
+
+Kept apart from the driver process so it can be tested without a JVM: the
+last expression's value is shown (``single`` mode), output is captured per
+thread, errors become Livy's ``{ename, evalue, traceback}``, and the REPL
+magics ``%table``, ``%json`` and ``%matplot`` produce their MIME bundles.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import json
+import sys
+import threading
+import traceback
+from typing import Any
+
+TABLE_MIME = "application/vnd.livy.table.v1+json"
+
+
+class ThreadStream(io.TextIOBase):
+    """sys.stdout/sys.stderr stand-in: each statement thread writes to its own buffer."""
+
+    def __init__(self, fallback: Any):
+        self.fallback = fallback
+        self.local = threading.local()
+
+    def capture(self, buffer: io.StringIO | None) -> None:
+        self.local.buffer = buffer
+
+    def write(self, text: str) -> int:
+        buffer = getattr(self.local, "buffer", None)
+        if buffer is None:
+            return self.fallback.write(text)
+        return buffer.write(text)
+
+    def flush(self) -> None:
+        if getattr(self.local, "buffer", None) is None:
+            self.fallback.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
+_installed: tuple[ThreadStream, ThreadStream] | None = None
+
+
+def install_streams() -> tuple[ThreadStream, ThreadStream]:
+    global _installed
+    if _installed is None:
+        _installed = (ThreadStream(sys.stdout), ThreadStream(sys.stderr))
+        sys.stdout, sys.stderr = _installed
+    return _installed
+
+
+def _displayhook(value: Any) -> None:
+    if value is not None:
+        sys.stdout.write(repr(value) + "\n")
+
+
+def run_python(code: str, namespace: dict[str, Any]) -> None:
+    """exec ``code``; the value of a trailing expression is printed like a REPL's."""
+    tree = ast.parse(code, "<stdin>", "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Interactive(body=[tree.body.pop()])
+    if tree.body:
+        exec(compile(tree, "<stdin>", "exec"), namespace)
+    if last is not None:
+        saved = sys.displayhook
+        sys.displayhook = _displayhook  # the default one also rebinds builtins._ across sessions
+        try:
+            exec(compile(last, "<stdin>", "single"), namespace)
+        finally:
+            sys.displayhook = saved
+
+
+def error_output(exc: BaseException, execution_count: int) -> dict[str, Any]:
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    # Drop our own frames: the user's code starts at "<stdin>".
+    lines = [line for line in tb if 'File "<stdin>"' in line or not line.startswith("  File ")]
+    return {
+        "status": "error",
+        "execution_count": execution_count,
+        "ename": type(exc).__name__,
+        "evalue": str(exc),
+        "traceback": lines,
+    }
+
+
+def ok_output(data: dict[str, Any], execution_count: int) -> dict[str, Any]:
+    return {"status": "ok", "execution_count": execution_count, "data": data}
+
+
+def run_magic(code: str, namespace: dict[str, Any]) -> dict[str, Any] | None:
+    """Livy's REPL magics; None when ``code`` is not one."""
+    stripped = code.strip()
+    if not stripped.startswith("%") or "\n" in stripped:
+        return None
+    name, _, arg = stripped[1:].partition(" ")
+    arg = arg.strip()
+    if name == "json":
+        value = _to_plain(eval(arg, namespace))
+        return {"application/json": value, "text/plain": json.dumps(value)}
+    if name == "table":
+        return table_bundle(eval(arg, namespace))
+    if name == "matplot":
+        plt = eval(arg, namespace)
+        buf = io.BytesIO()
+        fig = plt.gcf()
+        fig.savefig(buf, format="png")
+        plt.clf()
+        return {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"), "text/plain": ""}
+    raise NameError(f"unknown magic %{name} (known: %table, %json, %matplot)")
+
+
+def _to_plain(value: Any) -> Any:
+    if hasattr(value, "asDict"):
+        return _to_plain(value.asDict(recursive=True))
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "BOOLEAN_TYPE"
+    if isinstance(value, int):
+        return "BIGINT_TYPE"
+    if isinstance(value, float):
+        return "DOUBLE_TYPE"
+    if value is None:
+        return "NULL_TYPE"
+    return "STRING_TYPE"
+
+
+def table_bundle(value: Any) -> dict[str, Any]:
+    """A list of dicts / Rows / sequences -> Livy's table MIME type plus text."""
+    rows = [_to_plain(r) for r in value]
+    if rows and all(isinstance(r, dict) for r in rows):
+        names: list[str] = []
+        for r in rows:
+            names += [k for k in r if k not in names]
+        data = [[r.get(n) for n in names] for r in rows]
+    else:
+        data = [r if isinstance(r, list) else [r] for r in rows]
+        names = [str(i) for i in range(max((len(r) for r in data), default=0))]
+    types = [_type_name(next((row[i] for row in data if i < len(row) and row[i] is not None), None))
+             for i in range(len(names))]
+    text = "\n".join(["\t".join(names)] + ["\t".join("" if v is None else str(v) for v in row) for row in data])
+    return {
+        TABLE_MIME: {"headers": [{"name": n, "type": t} for n, t in zip(names, types)], "data": data},
+        "text/plain": text,
+    }
+
+
+def execute(code: str, namespace: dict[str, Any], execution_count: int) -> dict[str, Any]:
+    """One pyspark/python statement -> Livy's output object."""
+    out = io.StringIO()
+    stdout, stderr = install_streams()
+    stdout.capture(out)
+    stderr.capture(out)
+    try:
+        bundle = run_magic(code, namespace)
+        if bundle is None:
+            run_python(code, namespace)
+            bundle = {"text/plain": out.getvalue().rstrip("\n")}
+        elif out.getvalue():
+            bundle["text/plain"] = (out.getvalue() + bundle.get("text/plain", "")).rstrip("\n")
+        return ok_output(bundle, execution_count)
+    except BaseException as e:  # noqa: BLE001 - user code may raise anything, even SystemExit
+        result = error_output(e, execution_count)
+        if out.getvalue():
+            result["traceback"] = [out.getvalue()] + result["traceback"]
+        return result
+    finally:
+        stdout.capture(None)
+        stderr.capture(None)

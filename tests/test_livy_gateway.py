@@ -1,0 +1,167 @@
+"""The Livy gateway driven by Sparkmagic's own client (sparkmagic.livyclientlib)
+against a real Spark master, plus raw-protocol checks for what Sparkmagic
+does not exercise (shapes, states, cancel, errors)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from jupyter_spark_appliance.ports import allocate_port
+
+from spark_fixtures import start_cluster
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield c
+    c.stop()
+
+
+def _start_gateway(cluster, tmp_path, *extra: str, env: dict[str, str] | None = None):
+    port = allocate_port("127.0.0.1")
+    log = open(tmp_path / "gateway.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_spark_appliance.livy", "--master", cluster.master_url,
+         "--port", str(port), "--log-dir", str(tmp_path / "drivers"), *extra],
+        stdout=log, stderr=log, env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url + "/version", timeout=2)
+            return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError((tmp_path / "gateway.log").read_text())
+
+
+@pytest.fixture(scope="module")
+def gateway(cluster, tmp_path_factory):
+    proc, url = _start_gateway(cluster, tmp_path_factory.mktemp("gateway"))
+    yield url
+    proc.terminate()
+    proc.wait(30)
+
+
+def wait_session(url: str, sid: int, states=("idle",), timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = requests.get(f"{url}/sessions/{sid}").json()
+        if s["state"] in states or s["state"] in ("dead", "error", "killed"):
+            return s
+        time.sleep(0.3)
+    raise AssertionError(f"session {sid} stuck in {s['state']}")
+
+
+def run_statement(url: str, sid: int, code: str, kind: str | None = None, timeout: float = 240) -> dict:
+    body = {"code": code} | ({"kind": kind} if kind else {})
+    r = requests.post(f"{url}/sessions/{sid}/statements", json=body)
+    assert r.status_code == 201, r.text
+    stmt = r.json()
+    deadline = time.monotonic() + timeout
+    while stmt["state"] not in ("available", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        stmt = requests.get(f"{url}/sessions/{sid}/statements/{stmt['id']}").json()
+    return stmt
+
+
+def test_sparkmagic_client_end_to_end(gateway):
+    from hdijupyterutils.ipythondisplay import IpythonDisplay
+    from sparkmagic.livyclientlib.command import Command
+    from sparkmagic.livyclientlib.endpoint import Endpoint
+    from sparkmagic.livyclientlib.sparkcontroller import SparkController
+    from sparkmagic.livyclientlib.sqlquery import SQLQuery
+
+    controller = SparkController(IpythonDisplay())
+    endpoint = Endpoint(gateway, None)
+    controller.add_session("s1", endpoint, False, {"kind": "pyspark"})
+    session = controller.get_session_by_name_or_default("s1")
+    assert session.status == "idle"
+
+    ok, out, mime = Command("spark.range(1000).count()").execute(session)
+    assert ok and out.strip() == "1000", out
+
+    ok, out, _ = Command("print('hello'); 1/0").execute(session)
+    assert not ok
+    assert "ZeroDivisionError" in out and "division by zero" in out
+
+    ok, out, _ = Command("spark.range(5).createOrReplaceTempView('t')").execute(session)
+    assert ok, out
+    df = SQLQuery("SELECT count(*) AS n FROM t").execute(session)
+    assert list(df.columns) == ["n"] and int(df["n"][0]) == 5
+
+    info = controller.get_all_sessions_endpoint_info(endpoint)
+    assert any("pyspark" in line and "idle" in line for line in info), info
+    logs = controller.get_logs("s1")
+    assert "SparkContext" in logs or "Spark" in logs
+
+    controller.delete_session_by_name("s1")
+    assert requests.get(f"{gateway}/sessions").json()["total"] == 0
+
+
+def test_protocol_shapes_states_and_errors(gateway):
+    r = requests.post(f"{gateway}/sessions", json={"kind": "spark"})
+    assert r.status_code == 400 and "not supported" in r.json()["msg"]
+    r = requests.post(f"{gateway}/sessions", json={"kind": "pyspark", "driverMemory": "lots"})
+    assert r.status_code == 400 and "driverMemory" in r.json()["msg"]
+    assert requests.get(f"{gateway}/sessions/999").status_code == 404
+
+    r = requests.post(f"{gateway}/sessions", json={"kind": "pyspark", "name": "shapes", "someFutureField": 1})
+    assert r.status_code == 201, r.text
+    assert r.headers["Location"].endswith(f"/sessions/{r.json()['id']}")
+    sid = r.json()["id"]
+    s = wait_session(gateway, sid)
+    assert s["state"] == "idle" and s["kind"] == "pyspark" and s["appId"]
+    assert requests.get(f"{gateway}/sessions/shapes").json()["id"] == sid  # by name
+    assert requests.get(f"{gateway}/sessions/{sid}/state").json() == {"id": sid, "state": "idle"}
+
+    stmt = run_statement(gateway, sid, "x = 41\nx + 1")
+    assert stmt["state"] == "available" and stmt["output"] == {
+        "status": "ok", "execution_count": stmt["id"], "data": {"text/plain": "42"}}
+    assert stmt["completed"] >= stmt["started"] > 0
+
+    stmt = run_statement(gateway, sid, "%json {'a': [1, 2]}")
+    assert stmt["output"]["data"]["application/json"] == {"a": [1, 2]}
+    stmt = run_statement(gateway, sid, "%table [{'a': 1, 'b': 'x'}, {'a': 2, 'b': 'y'}]")
+    table = stmt["output"]["data"]["application/vnd.livy.table.v1+json"]
+    assert [h["name"] for h in table["headers"]] == ["a", "b"] and table["data"] == [[1, "x"], [2, "y"]]
+
+    stmt = run_statement(gateway, sid, "SELECT 1 AS one, 'a' AS letter", kind="sql")
+    data = stmt["output"]["data"]["application/json"]
+    assert data["data"] == [[1, "a"]] and [f["name"] for f in data["schema"]["fields"]] == ["one", "letter"]
+
+    stmt = run_statement(gateway, sid, "undefined_name")
+    assert stmt["state"] == "available" and stmt["output"]["status"] == "error"
+    assert stmt["output"]["ename"] == "NameError"
+
+    # cancel a long Spark job: the statement ends cancelled and the session stays usable
+    r = requests.post(f"{gateway}/sessions/{sid}/statements",
+                      json={"code": "import time\nspark.range(4).rdd.map(lambda x: time.sleep(120) or x).collect()"})
+    long_id = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while requests.get(f"{gateway}/sessions/{sid}/statements/{long_id}").json()["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert requests.post(f"{gateway}/sessions/{sid}/statements/{long_id}/cancel").json() == {"msg": "canceled"}
+    deadline = time.monotonic() + 90
+    while (state := requests.get(f"{gateway}/sessions/{sid}/statements/{long_id}").json()["state"]) != "cancelled":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.3)
+    assert run_statement(gateway, sid, "2 * 21")["output"]["data"]["text/plain"] == "42"
+
+    listing = requests.get(f"{gateway}/sessions/{sid}/statements").json()
+    assert listing["total_statements"] == len(listing["statements"]) >= 7
+    log = requests.get(f"{gateway}/sessions/{sid}/log", params={"from": 0, "size": 5}).json()
+    assert log["from"] == 0 and len(log["log"]) <= 5 and log["total"] >= len(log["log"])
+    assert requests.delete(f"{gateway}/sessions/{sid}").json() == {"msg": "deleted"}
+    assert requests.get(f"{gateway}/sessions/{sid}").status_code == 404
