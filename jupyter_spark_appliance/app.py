@@ -20,6 +20,7 @@ from .backends.local import LocalBackend, LocalConfig
 from .backends.local_roles import DEFAULT_LOCAL_ROLES
 from .handlers import default_handlers
 from .manager import ApplianceManager
+from .sparkmagic_wiring import SparkmagicWiring
 from .store import Store
 
 
@@ -128,13 +129,15 @@ class SparkApplianceApp(ExtensionApp):
             stop_on_shutdown=self.stop_on_shutdown,
             owner=owner,
         )
+        if self.write_sparkmagic_config:
+            self.manager.listeners.append(SparkmagicWiring())
         self.settings.update({"spark_appliance_manager": self.manager})
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers())
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        await self.manager.start()
+        await self.manager.ensure_started()
 
     async def stop_extension(self) -> None:
         await self.manager.shutdown()

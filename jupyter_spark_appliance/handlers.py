@@ -32,6 +32,10 @@ CID = r"(?P<container_id>[a-zA-Z0-9-]+)"
 class BaseHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = AUTH_RESOURCE
 
+    async def prepare(self) -> None:
+        await super().prepare()
+        await self.manager.ensure_started()
+
     @property
     def manager(self) -> ApplianceManager:
         return self.settings["spark_appliance_manager"]

@@ -73,11 +73,16 @@ class ApplianceManager:
 
     # ------------------------------------------------------------------ life cycle
 
+    async def ensure_started(self) -> None:
+        """Idempotent start: from the server's start hook, or the first request."""
+        if self._monitor is None:
+            await self.start()
+
     async def start(self) -> None:
         """Load records and re-adopt what still runs; start the liveness monitor."""
+        self._monitor = asyncio.ensure_future(self._watch())
         for record in self.store.load_all():
             self._adopt(record)
-        self._monitor = asyncio.ensure_future(self._watch())
 
     def _adopt(self, record: ApplianceRecord) -> None:
         self.records[record.id] = record
@@ -253,16 +258,23 @@ class ApplianceManager:
     # ------------------------------------------------------------------ events
 
     def _changed(self, record: ApplianceRecord, inst: Instance | None) -> None:
+        self._run_listeners(record, inst, "update")
         if record.id in self.records:
             self.store.save(record)
-        self._notify(record, inst, "update")
+        self._emit(record, inst, "update")
 
     def _notify(self, record: ApplianceRecord, inst: Instance | None, kind: str) -> None:
+        self._run_listeners(record, inst, kind)
+        self._emit(record, inst, kind)
+
+    def _run_listeners(self, record: ApplianceRecord, inst: Instance | None, kind: str) -> None:
         for listener in self.listeners:
             try:
                 listener(record, inst, kind)
             except Exception:  # noqa: BLE001 - a listener must not break orchestration
                 log.exception("appliance listener failed")
+
+    def _emit(self, record: ApplianceRecord, inst: Instance | None, kind: str) -> None:
         event: dict[str, Any] = {"type": kind, "id": record.id, "time": time.time(),
                                  "state": record.state if kind != "deleted" else "deleted"}
         if inst is not None:

@@ -14,7 +14,9 @@ _handed_out: set[int] = set()
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """True if a server could listen on it now (TIME_WAIT leftovers do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

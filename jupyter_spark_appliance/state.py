@@ -68,8 +68,8 @@ def container_state(desired: int, instances: list[Instance]) -> str:
             return "success"
         return "killed" if instances else "submitted"
     least = min(live, key=lambda i: _PROGRESS[i.state]).state
-    if least == "running" and len(live) < desired:
-        return "staging"  # scaling up: the new instances are not created yet
+    if least == "running" and len(live) != desired:
+        return "staging"  # scaling: instances are being created or removed
     return least
 
 

@@ -1,0 +1,219 @@
+"""Launch real Spark appliances through the REST API on the local backend.
+
+Real JVMs (pyspark's spark-class), a real Jupyter server (pytest-jupyter),
+the real Livy gateway; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+from jupyter_spark_appliance.backends.local import LocalBackend, LocalConfig
+from jupyter_spark_appliance.manager import ApplianceManager
+from jupyter_spark_appliance.ports import port_is_free
+from jupyter_spark_appliance.store import Store
+
+pytestmark = pytest.mark.spark
+
+
+def master_json(model: dict) -> dict:
+    with urllib.request.urlopen(model["links"]["spark-ui"] + "/json/", timeout=5) as r:
+        return json.load(r)
+
+
+def alive(model: dict) -> int:
+    return sum(w["state"] == "ALIVE" for w in master_json(model)["workers"])
+
+
+def container(model: dict, cid: str) -> dict:
+    return next(c for c in model["containers"] if c["id"] == cid)
+
+
+def pids(model: dict, record_dir) -> list[int]:
+    record = json.loads((record_dir / model["id"] / "record.json").read_text())
+    return [i["info"]["pid"] for insts in record["instances"].values() for i in insts if "pid" in i.get("info", {})]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def wait_until(predicate, timeout: float = 240, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir):
+    user_config = {"kernel_python_credentials": {"url": "http://user-livy:8998", "username": "", "password": "",
+                                                 "auth": "None"},
+                   "custom_headers": {"X-Mine": "keep"}, "logging_config": {"version": 1}}
+    (sparkmagic_conf_dir / "config.json").write_text(json.dumps(user_config))
+
+    code, model = await api.call("POST", "appliance", {"template": "spark-livy", "workers": 1})
+    assert code == 201, model
+    assert model["id"] == "spark-livy" and model["backend"] == "local"
+    model = await api.wait_state("spark-livy", {"running", "failed"})
+    assert model["state"] == "running", model["reason"]
+    assert [c["id"] for c in model["containers"]] == ["spark-master", "livy", "spark-worker"]
+    assert alive(model) == 1
+    for c in model["containers"]:
+        assert c["state"] == "running"
+        for ep in c["endpoints"]:
+            assert ep["host"] == "127.0.0.1" and ep["protocol"] == "tcp" and ep["host_port"] > 0
+
+    # Sparkmagic now points at our Livy, the user's other keys intact, the old file backed up.
+    livy = model["links"]["livy"]
+    written = json.loads((sparkmagic_conf_dir / "config.json").read_text())
+    for key in ("kernel_python_credentials", "kernel_scala_credentials", "kernel_r_credentials"):
+        assert written[key]["url"] == livy
+    assert written["custom_headers"] == {"X-Mine": "keep"} and written["logging_config"] == {"version": 1}
+    assert json.loads((sparkmagic_conf_dir / "config.json.bak").read_text()) == user_config
+    assert model["sparkmagic"]["url"] == livy
+    with urllib.request.urlopen(livy + "/version", timeout=5) as r:
+        assert "version" in json.load(r)
+
+    # Scale 1 -> 3 -> 1; the master is the judge.
+    code, body = await api.call("PATCH", "appliance/spark-livy/container/spark-worker", {"instances": 3})
+    assert code == 202, body
+
+    async def n_alive(n):
+        _, m = await api.call("GET", "appliance/spark-livy")
+        return m if container(m, "spark-worker")["state"] == "running" and alive(m) == n else None
+
+    model = await wait_until(lambda: n_alive(3), what="3 ALIVE workers")
+    assert len(container(model, "spark-worker")["instance_states"]) == 3
+    code, _ = await api.call("PATCH", "appliance/spark-livy/container/spark-worker", {"instances": 1})
+    assert code == 202
+    model = await wait_until(lambda: n_alive(1), what="1 ALIVE worker")
+    assert [i["state"] for i in container(model, "spark-worker")["instance_states"]] == ["running"]
+
+    # A PySpark job against the master endpoint.
+    master = next(e for e in container(model, "spark-master")["endpoints"] if e["container_port"] == 7077)
+    job = textwrap.dedent(f"""
+        from pyspark.sql import SparkSession
+        spark = (SparkSession.builder.master("spark://127.0.0.1:{master['host_port']}")
+                 .config("spark.executor.memory", "512m").config("spark.driver.memory", "512m").getOrCreate())
+        print("RESULT", spark.range(1, 101).selectExpr("sum(id)").first()[0])
+        spark.stop()
+    """)
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", job], capture_output=True, text=True,
+                                  timeout=300, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+    assert "RESULT 5050" in out.stdout, out.stderr[-3000:]
+
+    # Logs of a container.
+    code, logs = await api.call("GET", "appliance/spark-livy/container/spark-master/logs", tail=50)
+    assert code == 200 and any("Master" in line for line in logs["instances"][0]["lines"])
+
+    # A worker JVM killed behind our back shows in the state, with the reason.
+    record = json.loads((appliance_data_dir / "spark-livy" / "record.json").read_text())
+    worker_pid = record["instances"]["spark-worker"][0]["info"]["pid"]
+    os.kill(worker_pid, signal.SIGKILL)
+
+    async def worker_failed():
+        _, m = await api.call("GET", "appliance/spark-livy")
+        return m if container(m, "spark-worker")["state"] == "failed" else None
+
+    model = await wait_until(worker_failed, timeout=30, what="the killed worker to show")
+    reason = container(model, "spark-worker")["instance_states"][0]["reason"]
+    assert "SIGKILL" in reason and model["state"] == "failed"
+
+    # Scaling is how a user replaces it.
+    await api.call("PATCH", "appliance/spark-livy/container/spark-worker", {"instances": 1})
+    model = await wait_until(lambda: n_alive(1), what="replacement worker")
+    assert model["state"] == "running"
+
+    # A server restart: a new manager over the same records re-adopts everything.
+    restarted = ApplianceManager(
+        Store(appliance_data_dir),
+        {"local": lambda: LocalBackend(LocalConfig(), Store(appliance_data_dir).dir)},
+        stop_on_shutdown=False,
+    )
+    await restarted.start()
+    try:
+        adopted = restarted.list()
+        assert [m["id"] for m in adopted] == ["spark-livy"]
+        assert adopted[0]["state"] == "running"
+        assert {c["id"]: c["state"] for c in adopted[0]["containers"]} == {
+            "spark-master": "running", "livy": "running", "spark-worker": "running"}
+    finally:
+        await restarted.shutdown()
+
+    # DELETE: nothing of the appliance remains, its ports are free, Sparkmagic restored.
+    all_pids = pids(model, appliance_data_dir)
+    ports = [e["host_port"] for c in model["containers"] for e in c["endpoints"]]
+    code, _ = await api.call("DELETE", "appliance/spark-livy")
+    assert code == 204
+    assert [p for p in all_pids if not gone(p)] == [], [psutil.Process(p).cmdline() for p in all_pids if not gone(p)]
+    assert [p for p in ports if not port_is_free("127.0.0.1", p)] == []
+    assert (await api.call("GET", "appliance/spark-livy"))[0] == 404
+    assert json.loads((sparkmagic_conf_dir / "config.json").read_text()) == user_config
+
+
+async def test_failed_launch_cleans_up_and_reports(api, jp_fetch, appliance_data_dir):
+    spec = {"id": "broken", "containers": [
+        {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},
+         "ports": [{"container_port": 8080}, {"container_port": 7077}],
+         "env": {"SPARK_MASTER_OPTS": "-javaagent:/nonexistent/agent.jar"}},
+        {"id": "spark-worker", "type": "service", "image": "spark-worker", "resources": {"cpus": 1, "mem": 512},
+         "args": ["@spark-master:7077"]}]}
+    events: list[dict] = []
+    buffer = b""
+
+    def on_chunk(chunk: bytes) -> None:
+        nonlocal buffer
+        buffer += chunk
+        while b"\n\n" in buffer:
+            block, buffer = buffer.split(b"\n\n", 1)
+            for line in block.decode().splitlines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+
+    stream = asyncio.ensure_future(jp_fetch("spark-appliance", "events", streaming_callback=on_chunk,
+                                            request_timeout=120, raise_error=False))
+    await asyncio.sleep(0.5)
+    code, _ = await api.call("POST", "appliance", spec)
+    assert code == 201
+    model = await api.wait_state("broken", {"failed", "running"}, timeout=120)
+    assert model["state"] == "failed"
+    assert "exited with code 1" in model["reason"] and "agent.jar" in model["reason"]
+    assert container(model, "spark-worker")["state"] in ("killed", "submitted")
+    assert all(gone(p) for p in pids(model, appliance_data_dir))
+    await asyncio.sleep(0.5)
+    stream.cancel()
+    master_states = [e["instance"]["state"] for e in events
+                     if e.get("id") == "broken" and e.get("instance", {}).get("container") == "spark-master"]
+    transitions = [s for i, s in enumerate(master_states) if i == 0 or master_states[i - 1] != s]
+    assert transitions[:3] == ["pending", "staging", "failed"], master_states
+    assert (await api.call("DELETE", "appliance/broken"))[0] == 204
+
+
+async def test_concurrent_posts_one_id_exactly_one_wins(api):
+    spec = {"id": "race", "containers": [
+        {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},
+         "ports": [{"container_port": 8080}, {"container_port": 7077}]}]}
+    results = await asyncio.gather(*(api.call("POST", "appliance", spec) for _ in range(2)))
+    assert sorted(code for code, _ in results) == [201, 409]
+    conflict = next(body for code, body in results if code == 409)
+    assert "race" in conflict["message"]
+    model = await api.wait_state("race", {"running", "failed"})
+    assert model["state"] == "running"
+    assert (await api.call("DELETE", "appliance/race"))[0] == 204
