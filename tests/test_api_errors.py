@@ -1,0 +1,67 @@
+"""Bad input and unauthenticated requests against the real server: clear JSON errors,
+no tracebacks, nothing started."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PIVOT_TEXT = (Path(__file__).parent / "data" / "pivot-spark-livy.json").read_text()
+
+
+async def test_bad_specs_are_400_with_paths(api):
+    code, body = await api.call("POST", "appliance", {"id": "x", "containers": [
+        {"id": "a", "type": "service", "image": "spark-master", "resources": {"cpus": 0, "mem": 512}}]})
+    assert code == 400
+    assert body["problems"] == [{"path": "containers[0].resources.cpus", "message": "must be greater than 0, not 0"}]
+    assert "traceback" not in json.dumps(body)
+
+    code, body = await api.call("POST", "appliance", raw=PIVOT_TEXT.encode())
+    assert code == 400
+    assert body["problems"][0]["line"] == 32 and body["problems"][0]["column"] == 17
+
+    code, body = await api.call("POST", "appliance", {"template": "spark-livy", "workers": "two"})
+    assert code == 400 and body["problems"][0]["path"] == "workers"
+    code, body = await api.call("POST", "appliance", {"template": "nope"})
+    assert code == 400 and "unknown template" in body["problems"][0]["message"]
+    code, body = await api.call("POST", "appliance", {"template": "spark-livy", "backend": "k8s"})
+    assert code == 400 and body["problems"][0]["path"] == "backend"
+
+
+async def test_the_local_backend_refuses_what_it_cannot_run(api):
+    doc = json.loads(PIVOT_TEXT.replace('{ "container_port": 8080 }\n', '{ "container_port": 8080 },\n'))
+    doc["containers"].append({"id": "sparkmagic", "type": "service", "image": "heliumdatacommons/sparkmagic",
+                              "resources": {"cpus": 1, "mem": 2048}, "ports": [{"container_port": 8888}]})
+    code, body = await api.call("POST", "appliance", doc)
+    assert code == 400
+    (problem,) = body["problems"]
+    assert problem["path"] == "containers[3].image" and "cannot run 'heliumdatacommons/sparkmagic'" in problem["message"]
+    assert (await api.call("GET", "appliance"))[1] == {"appliances": []}
+
+
+async def test_unknown_ids_are_404(api):
+    for method, path, body in [("GET", "appliance/ghost", None), ("DELETE", "appliance/ghost", None),
+                               ("PATCH", "appliance/ghost/container/w", {"instances": 1}),
+                               ("GET", "appliance/ghost/container/w/logs", None),
+                               ("GET", "appliance/ghost/ui", None)]:
+        code, reply = await api.call(method, path, body)
+        assert code == 404, (method, path)
+        assert "ghost" in reply["message"]
+
+
+async def test_no_token_is_403_on_every_route(api):
+    for method, path in [("GET", "appliance"), ("POST", "appliance"), ("GET", "templates"),
+                         ("GET", "events"), ("DELETE", "appliance/x"), ("GET", "openapi.json")]:
+        code, _ = await api.call(method, path, {"template": "spark-livy"} if method == "POST" else None,
+                                 headers={"Authorization": ""})
+        assert code == 403, (method, path)
+    assert (await api.call("GET", "appliance"))[1] == {"appliances": []}
+
+
+async def test_templates_and_openapi_are_served(api):
+    code, body = await api.call("GET", "templates")
+    assert code == 200 and body["templates"][0]["name"] == "spark-livy"
+    assert body["templates"][0]["parameters"]["workers"]["default"] == 1
+    code, doc = await api.call("GET", "openapi.json")
+    assert code == 200 and doc["openapi"].startswith("3.")
+    assert {"/appliance", "/appliance/{id}", "/appliance/{id}/container/{cid}", "/templates"} <= set(doc["paths"])
