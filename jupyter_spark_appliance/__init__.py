@@ -11,3 +11,10 @@ def _jupyter_server_extension_points() -> list[dict[str, object]]:
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
     return [{"src": "labextension", "dest": "jupyter-spark-appliance"}]
+
+
+def load_ipython_extension(ipython) -> None:  # noqa: ANN001
+    """``%load_ext jupyter_spark_appliance`` registers ``%spark_appliance``."""
+    from .magic import SparkApplianceMagics
+
+    ipython.register_magics(SparkApplianceMagics(ipython))

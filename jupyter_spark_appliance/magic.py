@@ -1,0 +1,178 @@
+"""``%spark_appliance`` and ``%%spark_appliance``: the appliance from a notebook cell."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from typing import Any
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from .client import ApplianceClient, ApplianceError
+from .spec import SpecError, decode_document
+from .widgets import render_text
+
+DEFAULT_ID = "spark-livy"
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would sys.exit()
+        raise UsageError(message)
+
+
+def build_parser() -> _Parser:
+    p = _Parser(prog="%spark_appliance", description="Launch and manage a Spark appliance from a notebook.",
+                add_help=False)
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    up = sub.add_parser("up", help="launch (spark-livy template, or the cell's JSON) and wait until running",
+                        add_help=False)
+    up.add_argument("--workers", type=int)
+    up.add_argument("--backend", choices=["local", "docker"])
+    up.add_argument("--template", default="spark-livy")
+    up.add_argument("--id", default=None)
+    up.add_argument("--no-wait", action="store_true")
+    for name, text in (("status", "show states, endpoints and a worker slider"),
+                       ("down", "stop and remove the appliance"),
+                       ("endpoints", "list endpoints")):
+        s = sub.add_parser(name, help=text, add_help=False)
+        s.add_argument("--id", default=None)
+    scale = sub.add_parser("scale", help="set the number of instances (workers by default)", add_help=False)
+    scale.add_argument("n", type=int)
+    scale.add_argument("--container", default="spark-worker")
+    scale.add_argument("--id", default=None)
+    logs = sub.add_parser("logs", help="recent log lines of a container", add_help=False)
+    logs.add_argument("container")
+    logs.add_argument("--tail", type=int, default=50)
+    logs.add_argument("--id", default=None)
+    sub.add_parser("help", help="this text", add_help=False)
+    return p
+
+
+HELP = """%spark_appliance up [--workers N] [--backend local|docker] [--template T] [--id ID] [--no-wait]
+%spark_appliance status [--id ID]
+%spark_appliance scale N [--container ID] [--id ID]
+%spark_appliance down [--id ID]
+%spark_appliance logs CONTAINER [--tail N] [--id ID]
+%spark_appliance endpoints [--id ID]
+%spark_appliance help
+%%spark_appliance up [--backend ...]   (the cell body is an appliance JSON document)"""
+
+
+@magics_class
+class SparkApplianceMagics(Magics):
+    def __init__(self, shell: Any, client: ApplianceClient | None = None):
+        super().__init__(shell)
+        self._client = client
+        self.current_id: str | None = None
+
+    @property
+    def client(self) -> ApplianceClient:
+        if self._client is None:
+            self._client = ApplianceClient()
+        return self._client
+
+    @line_cell_magic
+    def spark_appliance(self, line: str, cell: str | None = None) -> Any:
+        try:
+            args = build_parser().parse_args(shlex.split(line))
+        except (UsageError, ValueError) as e:
+            print(f"UsageError: {e}\n\n{HELP}", file=sys.stderr)
+            return None
+        if args.command in (None, "help"):
+            print(HELP)
+            return None
+        try:
+            return getattr(self, f"_{args.command}")(args, cell)
+        except ApplianceError as e:
+            print(f"Error: {e}", file=sys.stderr)
+        except SpecError as e:
+            print("Error: the cell is not a valid appliance:\n" + "\n".join(f"  {p}" for p in e.problems),
+                  file=sys.stderr)
+        return None
+
+    def _id(self, args: argparse.Namespace) -> str:
+        return args.id or self.current_id or DEFAULT_ID
+
+    def _view(self, app_id: str) -> Any:
+        try:
+            from .widgets import ApplianceView
+
+            return ApplianceView(self.client, app_id)
+        except ImportError:
+            print(render_text(self.client.get(app_id)))
+            return None
+
+    def _up(self, args: argparse.Namespace, cell: str | None) -> Any:
+        if cell is not None and cell.strip():
+            body = decode_document(cell)
+            if not isinstance(body, dict):
+                raise SpecError.single("$", "the cell must hold a JSON object")
+        else:
+            body = {"template": args.template}
+            if args.workers is not None:
+                body["workers"] = args.workers
+            if args.id:
+                body["id"] = args.id
+        if args.backend:
+            body["backend"] = args.backend
+        model = self.client.create(body)
+        app_id = self.current_id = model["id"]
+        if not args.no_wait:
+            model = self._wait(app_id)
+            if model["state"] == "running":
+                sm = model.get("sparkmagic", {})
+                livy = sm.get("url") or model.get("links", {}).get("livy")
+                if livy:
+                    print(f"Livy: {livy}. From an IPython kernel:\n  %load_ext sparkmagic.magics\n"
+                          f"  %spark add -s {app_id.replace('-', '_')} -l python -u {livy}\n"
+                          "PySpark notebooks started from now on use it (running ones need a restart).")
+            else:
+                print(f"{app_id} {model['state']}: {model.get('reason') or ''}", file=sys.stderr)
+        return self._view(app_id)
+
+    def _wait(self, app_id: str) -> dict[str, Any]:
+        started = time.monotonic()
+        last = [""]
+
+        def progress(model: dict[str, Any]) -> None:
+            line = " ".join(f"{c['id']}:{c['state']}" for c in model["containers"])
+            if line != last[0]:
+                print(f"[{time.monotonic() - started:5.1f}s] {line}", flush=True)
+                last[0] = line
+
+        return self.client.wait(app_id, progress=progress)
+
+    def _status(self, args: argparse.Namespace, cell: str | None) -> Any:
+        app_id = self._id(args)
+        self.client.get(app_id)  # 404 -> clear error
+        return self._view(app_id)
+
+    def _scale(self, args: argparse.Namespace, cell: str | None) -> None:
+        app_id = self._id(args)
+        self.client.scale(app_id, args.container, args.n)
+        time.sleep(0.3)
+        model = self.client.wait(app_id)
+        print(render_text(model))
+
+    def _down(self, args: argparse.Namespace, cell: str | None) -> None:
+        app_id = self._id(args)
+        self.client.delete(app_id)
+        print(f"{app_id} stopped and removed")
+
+    def _logs(self, args: argparse.Namespace, cell: str | None) -> None:
+        for inst in self.client.logs(self._id(args), args.container, args.tail):
+            print(f"==> {inst['name']} ({inst['state']}) <==")
+            print("\n".join(inst["lines"]))
+
+    def _endpoints(self, args: argparse.Namespace, cell: str | None) -> None:
+        model = self.client.get(self._id(args))
+        for c in model["containers"]:
+            for e in c["endpoints"]:
+                print(f"{c['id']}[{e.get('instance', 0)}] {e['name'] or ''} {e['host']}:{e['host_port']} "
+                      f"(container port {e['container_port']}/{e['protocol']}) {e.get('url', '')}")

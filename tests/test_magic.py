@@ -1,0 +1,78 @@
+"""%spark_appliance and the widgets in a real IPython kernel beside a real Jupyter server."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from jupyter_spark_appliance.ports import allocate_port
+from kernels import run_kernel_process
+
+pytestmark = pytest.mark.spark
+
+
+def alive_workers(ui: str) -> int:
+    with urllib.request.urlopen(ui + "/json/", timeout=5) as r:
+        return sum(w["state"] == "ALIVE" for w in json.load(r)["workers"])
+
+
+@pytest.fixture
+def kernel_env(jp_serverapp, jp_base_url):
+    url = f"http://127.0.0.1:{jp_serverapp.port}{jp_base_url}"
+    return {"JUPYTER_SPARK_APPLIANCE_URL": url, "JUPYTER_SPARK_APPLIANCE_TOKEN": jp_serverapp.identity_provider.token}
+
+
+async def test_magic_up_scale_widget_down(api, kernel_env):
+    out = await run_kernel_process("python3", [
+        "%load_ext jupyter_spark_appliance",
+        "%spark_appliance up --workers 1",
+        "%spark_appliance scale 2",
+    ], env=kernel_env)
+    assert "spark-master:running" in out[1] and "%spark add -s spark_livy -l python -u http://127.0.0.1:" in out[1]
+    assert "[widget]" in out[1]
+    assert "spark-worker" in out[2] and "2/2" in out[2]
+    code, model = await api.call("GET", "appliance/spark-livy")
+    assert model["state"] == "running" and alive_workers(model["links"]["spark-ui"]) == 2
+
+    # The widget's slider scales; its Stop button stops everything.
+    out = await run_kernel_process("python3", [
+        "from jupyter_spark_appliance.client import ApplianceClient\n"
+        "from jupyter_spark_appliance.widgets import ApplianceView\n"
+        "view = ApplianceView(ApplianceClient(), 'spark-livy')\n"
+        "print('slider', view.slider.value)\n"
+        "view.slider.value = 1\n"
+        "m = view.client.wait('spark-livy')\n"
+        "print('workers', [c['instances'] for c in m['containers'] if c['id'] == 'spark-worker'])",
+    ], env=kernel_env)
+    assert "slider 2" in out[0] and "workers [1]" in out[0], out[0]
+    code, model = await api.call("GET", "appliance/spark-livy")
+    assert alive_workers(model["links"]["spark-ui"]) == 1
+
+    out = await run_kernel_process("python3", ["%load_ext jupyter_spark_appliance", "%spark_appliance down"],
+                                   env=kernel_env)
+    assert "spark-livy stopped and removed" in out[1]
+    assert (await api.call("GET", "appliance/spark-livy"))[0] == 404
+
+
+async def test_magic_errors_are_clear(api, kernel_env):
+    out = await run_kernel_process("python3", [
+        "%load_ext jupyter_spark_appliance",
+        "%spark_appliance fly",
+        "%spark_appliance scale many",
+        "%%spark_appliance up\n{\"id\": \"x\", \"containers\": [",
+        "%%spark_appliance up\n{\"id\": \"x\", \"containers\": []}",
+        "%spark_appliance status --id nothing-here",
+    ], env=kernel_env)
+    assert "UsageError" in out[1] and "%spark_appliance up [--workers N]" in out[1] and "Traceback" not in out[1]
+    assert "UsageError" in out[2] and "invalid int value" in out[2]
+    assert "not a valid appliance" in out[3] and "(line 2, column 1)" in out[3]
+    assert "containers: must list at least one container" in out[4]
+    assert "Error: no appliance with id 'nothing-here'" in out[5]
+    assert not any("ERROR" in o for o in out), out
+
+    closed = f"http://127.0.0.1:{allocate_port('127.0.0.1')}/"
+    out = await run_kernel_process("python3", ["%load_ext jupyter_spark_appliance", "%spark_appliance status"],
+                                   env={"JUPYTER_SPARK_APPLIANCE_URL": closed})
+    assert "is not reachable" in out[1] and "ERROR" not in out[1]
