@@ -16,6 +16,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Tuple, Unicode, default
 
 from . import __version__
+from .backends.docker import DockerBackend, DockerConfig
 from .backends.local import LocalBackend, LocalConfig
 from .backends.local_roles import DEFAULT_LOCAL_ROLES
 from .handlers import default_handlers
@@ -85,6 +86,15 @@ class SparkApplianceApp(ExtensionApp):
     data_dir = Unicode(
         config=True, help="Directory of appliance records, logs and Spark work dirs.",
     )
+    allow_privileged = Bool(
+        False, config=True,
+        help="Let the docker backend run containers that ask for is_privileged. Off: such specs get a 400.",
+    )
+    docker_leftovers = CaselessStrEnum(
+        ["report", "remove"], default_value="report", config=True,
+        help="What to do with containers labelled by this extension whose appliance no record knows "
+             "(left by a crashed server): 'report' logs them, 'remove' deletes them.",
+    )
     write_sparkmagic_config = Bool(
         True, config=True,
         help="Write the Livy endpoint into Sparkmagic's config when an appliance's Livy is running "
@@ -113,8 +123,25 @@ class SparkApplianceApp(ExtensionApp):
         )
         return LocalBackend(config, self.store.dir)
 
+    def make_docker_backend(self) -> DockerBackend:
+        config = DockerConfig(
+            bind_host=self.bind_host or "127.0.0.1",
+            connect_host=self._connect_host(),
+            allow_privileged=self.allow_privileged,
+            owner=self.manager.owner,
+            roles=dict(self.local_roles),
+        )
+        backend = DockerBackend(config, self.store.dir)
+        backend.available()
+        known = set(self.manager.records)
+        found = backend.remove_leftovers(known) if self.docker_leftovers == "remove" else backend.leftovers(known)
+        for app_id, names in found.items():
+            verb = "removed" if self.docker_leftovers == "remove" else "found"
+            self.log.warning("Docker containers of unknown appliance %s %s: %s", app_id, verb, ", ".join(names))
+        return backend
+
     def backend_factories(self) -> dict[str, Any]:
-        return {"local": self.make_local_backend}
+        return {"local": self.make_local_backend, "docker": self.make_docker_backend}
 
     def initialize_settings(self) -> None:
         self.store = Store(self.data_dir)
@@ -143,4 +170,19 @@ class SparkApplianceApp(ExtensionApp):
         await self.manager.shutdown()
 
 
-main = launch_new_instance = SparkApplianceApp.launch_instance
+launch_new_instance = SparkApplianceApp.launch_instance
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``jupyter-spark-appliance`` (also ``jupyter spark-appliance``).
+
+    ``build-image`` builds the Docker images; anything else starts a Jupyter
+    server with the extension.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["build-image"]:
+        from .image import main as build_image
+
+        build_image(args[1:])
+    else:
+        launch_new_instance(args)

@@ -1,0 +1,57 @@
+"""Entrypoint of the project's image: one image, three roles (JSA_ROLE).
+
+PIVOT images take their wiring as arguments (the Livy image takes the master
+URL; the worker image takes the master's address), so this entrypoint does
+the same: ``args[0]`` is the master, as resolved by the orchestrator from
+``@spark-master:7077``. Everything else comes from the environment the Docker
+backend sets (cores, memory). ``exec`` keeps the JVM as PID 1's replacement so
+``docker stop`` reaches it directly.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+
+def spark_class() -> str:
+    import pyspark
+
+    return str(Path(pyspark.__file__).parent / "bin" / "spark-class")
+
+
+def master_url(arg: str) -> str:
+    return arg if arg.startswith("spark://") else f"spark://{arg}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    role = os.environ.get("JSA_ROLE", "")
+    host = socket.gethostname()
+    env = dict(os.environ)
+    env.setdefault("SPARK_DAEMON_JAVA_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+    if role == "spark-master":
+        env["SPARK_MASTER_OPTS"] = (env.get("SPARK_MASTER_OPTS", "") + " -Dspark.master.rest.enabled=false").strip()
+        argv_ = [spark_class(), "org.apache.spark.deploy.master.Master", "--host", host,
+                 "--port", "7077", "--webui-port", "8080"]
+    elif role == "spark-worker":
+        if not args:
+            sys.exit("spark-worker needs the master's address as its first argument")
+        argv_ = [spark_class(), "org.apache.spark.deploy.worker.Worker", master_url(args[0]), "--host", host,
+                 "--webui-port", "8081", "--cores", env.get("SPARK_WORKER_CORES", "1"),
+                 "--memory", env.get("SPARK_WORKER_MEMORY", "1g"), "--work-dir", "/tmp/spark-work"]
+    elif role == "livy":
+        if not args:
+            sys.exit("livy needs the master URL as its first argument")
+        argv_ = [sys.executable, "-m", "jupyter_spark_appliance.livy", "--master", master_url(args[0]),
+                 "--host", "0.0.0.0", "--port", "8998", "--log-dir", "/tmp/livy-logs",
+                 "--conf", f"spark.driver.host={host}", "--conf", "spark.driver.bindAddress=0.0.0.0"]
+    else:
+        sys.exit(f"JSA_ROLE must be spark-master, spark-worker or livy, not {role!r}")
+    os.execvpe(argv_[0], argv_, env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Build the project's image (one per role: spark-master, spark-worker, livy).
+
+No registry is needed: the base is a build argument (a public Debian image
+where a registry is reachable, or the debootstrapped local one), and Python
+packages come from wheels built on the host (pip's cache makes pyspark's
+456 MB wheel a one-time cost), so the build itself only reaches Debian's
+mirror for the JRE and Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from importlib.metadata import version
+from importlib.resources import files
+from pathlib import Path
+
+from . import __version__
+from .templates import DEFAULT_IMAGES
+
+DEFAULT_BASE = "jupyter-spark-appliance-base:bookworm"
+ROLES = ("spark-master", "spark-worker", "livy")
+
+
+def project_root() -> Path | None:
+    root = Path(__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def build_context(ctx: Path, log: Callable[[str], None]) -> None:
+    wheels = ctx / "wheels"
+    wheels.mkdir(parents=True)
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(wheels)]
+    log(f"collecting wheels: pyspark {version('pyspark')}, tornado, psutil, py4j")
+    subprocess.run(pip + [f"pyspark=={version('pyspark')}", "tornado", "psutil"], check=True)
+    root = project_root()
+    log(f"building the jupyter-spark-appliance wheel from {root or 'PyPI'}")
+    subprocess.run(pip + ["--no-deps", str(root) if root else f"jupyter-spark-appliance=={__version__}"], check=True)
+    shutil.copy(files("jupyter_spark_appliance").joinpath("images/Dockerfile"), ctx / "Dockerfile")
+
+
+def context_digest(ctx: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(ctx.rglob("*")):
+        if path.is_file():
+            h.update(path.name.encode())
+            h.update(path.read_bytes() if path.stat().st_size < 10_000_000 else str(path.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def build_images(base: str = DEFAULT_BASE, log: Callable[[str], None] = print, client=None) -> dict[str, str]:  # noqa: ANN001
+    """Build (or reuse, when the inputs did not change) the three role images."""
+    import docker
+
+    client = client or docker.from_env()
+    with tempfile.TemporaryDirectory(prefix="jsa-image-") as tmp:
+        ctx = Path(tmp)
+        build_context(ctx, log)
+        digest = context_digest(ctx) + "-" + hashlib.sha256(base.encode()).hexdigest()[:8]
+        built = {}
+        for role in ROLES:
+            tag = DEFAULT_IMAGES[role]
+            try:
+                if client.images.get(tag).labels.get("jupyter-spark-appliance.inputs") == digest:
+                    log(f"{tag} is up to date")
+                    built[role] = tag
+                    continue
+            except docker.errors.ImageNotFound:
+                pass
+            log(f"building {tag} (target {role}, base {base})")
+            for chunk in client.api.build(path=str(ctx), tag=tag, target=role, buildargs={"BASE": base},
+                                          labels={"jupyter-spark-appliance.inputs": digest}, decode=True, rm=True):
+                if "stream" in chunk and chunk["stream"].strip():
+                    log(chunk["stream"].rstrip())
+                if "error" in chunk:
+                    raise RuntimeError(chunk["error"])
+            built[role] = tag
+        return built
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="jupyter spark-appliance build-image", description=__doc__)
+    p.add_argument("--base", default=DEFAULT_BASE,
+                   help=f"base image (default {DEFAULT_BASE}, made by images/build-base.sh; "
+                        "debian:bookworm-slim where a registry is reachable)")
+    args = p.parse_args(argv)
+    for role, tag in build_images(args.base).items():
+        print(f"{role}: {tag}")
+
+
+if __name__ == "__main__":
+    main()

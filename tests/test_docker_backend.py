@@ -1,0 +1,142 @@
+"""The Docker backend on a real Docker engine with the project's locally built images.
+
+CI installs docker.io, starts dockerd and builds the images (.ci/docker-setup);
+elsewhere these tests skip when no engine answers, unless JSA_REQUIRE_DOCKER=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+
+import pytest
+
+from jupyter_spark_appliance.backends.docker import LABEL, DockerBackend, DockerConfig
+from jupyter_spark_appliance.manager import ApplianceManager
+from jupyter_spark_appliance.store import Store
+from jupyter_spark_appliance.templates import DEFAULT_IMAGES
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def engine():
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        for image in DEFAULT_IMAGES.values():
+            client.images.get(image)
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("JSA_REQUIRE_DOCKER") == "1":
+            raise
+        pytest.skip(f"no Docker engine with the project's images here ({e}); see .ci/docker-setup")
+    yield client
+    client.close()
+
+
+def alive(model: dict) -> int:
+    with urllib.request.urlopen(model["links"]["spark-ui"] + "/json/", timeout=5) as r:
+        return sum(w["state"] == "ALIVE" for w in json.load(r)["workers"])
+
+
+def ours(engine, app_id: str):
+    containers = engine.containers.list(all=True, filters={"label": f"{LABEL}.appliance={app_id}"})
+    networks = engine.networks.list(filters={"label": f"{LABEL}.appliance={app_id}"})
+    return containers, networks
+
+
+async def test_spark_livy_on_docker(api, engine, appliance_data_dir):
+    code, model = await api.call("POST", "appliance", {"template": "spark-livy", "id": "dock", "backend": "docker",
+                                                       "workers": 1, "worker_memory": 1024})
+    assert code == 201, model
+    model = await api.wait_state("dock", {"running", "failed"}, timeout=400)
+    assert model["state"] == "running", model["reason"]
+    assert model["backend"] == "docker" and alive(model) == 1
+
+    containers, networks = ours(engine, "dock")
+    assert sorted(c.name for c in containers) == ["dock-livy-0", "dock-spark-master-0", "dock-spark-worker-0"]
+    assert [n.name for n in networks] == ["jsa-dock"]
+    worker = engine.containers.get("dock-spark-worker-0")
+    assert worker.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
+    assert worker.attrs["HostConfig"]["Memory"] == 1024 * 2**20
+    assert worker.labels[f"{LABEL}.container"] == "spark-worker" and worker.labels[f"{LABEL}.instance"] == "0"
+    master = engine.containers.get("dock-spark-master-0")
+    for bindings in master.attrs["NetworkSettings"]["Ports"].values():
+        assert all(b["HostIp"] == "127.0.0.1" for b in bindings or [])
+
+    # Scale 1 -> 2 -> 1, judged by the master.
+    for n in (2, 1):
+        code, _ = await api.call("PATCH", "appliance/dock/container/spark-worker", {"instances": n})
+        assert code == 202
+        model = await api.wait_state("dock", {"running", "failed"}, timeout=300)
+        assert model["state"] == "running" and alive(model) == n
+
+    # Sparkmagic's client runs a statement through the gateway container.
+    from hdijupyterutils.ipythondisplay import IpythonDisplay
+    from sparkmagic.livyclientlib.command import Command
+    from sparkmagic.livyclientlib.endpoint import Endpoint
+    from sparkmagic.livyclientlib.sparkcontroller import SparkController
+
+    controller = SparkController(IpythonDisplay())
+    controller.add_session("d", Endpoint(model["links"]["livy"], None), False,
+                           {"kind": "pyspark", "executorMemory": "512m"})
+    ok, out, _ = Command("spark.range(100).selectExpr('sum(id)').first()[0]").execute(
+        controller.get_session_by_name_or_default("d"))
+    assert ok and out.strip() == "4950", out
+    controller.delete_session_by_name("d")
+
+    # Logs come from the engine.
+    code, logs = await api.call("GET", "appliance/dock/container/spark-master/logs", tail=100)
+    assert code == 200 and any("Master" in line for line in logs["instances"][0]["lines"])
+
+    # A new manager (server restart) re-adopts through the records and labels.
+    restarted = ApplianceManager(Store(appliance_data_dir),
+                                 {"docker": lambda: DockerBackend(DockerConfig(), Store(appliance_data_dir).dir)},
+                                 stop_on_shutdown=False)
+    await restarted.start()
+    try:
+        (adopted,) = restarted.list()
+        assert adopted["state"] == "running" and adopted["backend"] == "docker"
+    finally:
+        await restarted.shutdown()
+
+    assert (await api.call("DELETE", "appliance/dock"))[0] == 204
+    assert ours(engine, "dock") == ([], [])
+
+
+async def test_missing_user_image_fails_that_container_with_the_reason(api, engine):
+    spec = {"id": "noimg", "backend": "docker", "containers": [
+        {"id": "spark-master", "type": "service", "image": "heliumdatacommons/spark-master:does-not-exist",
+         "resources": {"cpus": 1, "mem": 512}, "ports": [{"container_port": 8080}]}]}
+    code, _ = await api.call("POST", "appliance", spec)
+    assert code == 201
+    model = await api.wait_state("noimg", {"failed", "running"}, timeout=120)
+    assert model["state"] == "failed"
+    assert "heliumdatacommons/spark-master:does-not-exist" in model["reason"]
+    assert "not available locally" in model["reason"]
+    assert (await api.call("DELETE", "appliance/noimg"))[0] == 204
+    assert ours(engine, "noimg") == ([], [])
+
+
+async def test_privileged_is_refused_unless_allowed(api, engine):
+    spec = {"id": "priv", "backend": "docker", "containers": [
+        {"id": "x", "type": "service", "image": DEFAULT_IMAGES["spark-master"], "is_privileged": True,
+         "resources": {"cpus": 1, "mem": 512}}]}
+    code, body = await api.call("POST", "appliance", spec)
+    assert code == 400 and body["problems"][0]["path"] == "containers[0].is_privileged"
+
+
+async def test_engine_unreachable_is_503_and_local_still_works(api, monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    code, body = await api.call("POST", "appliance", {"template": "spark-livy", "backend": "docker"})
+    assert code == 503 and "Docker engine is not reachable" in body["message"]
+    code, body = await api.call("POST", "appliance", {"id": "still-local", "containers": [
+        {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},
+         "ports": [{"container_port": 8080}, {"container_port": 7077}]}]})
+    assert code == 201, body
+    model = await api.wait_state("still-local", {"running", "failed"})
+    assert model["state"] == "running"
+    assert (await api.call("DELETE", "appliance/still-local"))[0] == 204
