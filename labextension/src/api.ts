@@ -1,0 +1,118 @@
+// REST client for the server extension: the wire shape mirrors model.py.
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export interface Endpoint {
+  host: string;
+  host_port: number;
+  container_port: number;
+  protocol: string;
+  name: string | null;
+  url?: string;
+  instance?: number;
+}
+
+export interface InstanceState {
+  index: number;
+  name: string;
+  state: string;
+  reason: string | null;
+  endpoints: Endpoint[];
+}
+
+export interface ContainerModel {
+  id: string;
+  type: string;
+  image: string;
+  state: string;
+  instances: number;
+  resources: { cpus: number; mem: number };
+  dependencies: string[];
+  endpoints: Endpoint[];
+  instance_states: InstanceState[];
+}
+
+export interface ApplianceModel {
+  id: string;
+  state: string;
+  backend: string;
+  reason: string | null;
+  containers: ContainerModel[];
+  links: { [name: string]: string };
+  sparkmagic?: { url: string; config: string; warning?: string | null; note?: string; error?: string };
+}
+
+export interface Problem {
+  path: string;
+  message: string;
+  line?: number;
+  column?: number;
+}
+
+export interface TemplateModel {
+  name: string;
+  description: string;
+  parameters: { [name: string]: { type: string; default: unknown; description: string } };
+}
+
+/** An error from the server, with the spec problems it named (if any). */
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly problems: Problem[] = []
+  ) {
+    super(message);
+  }
+
+  describe(): string {
+    const lines = [this.message];
+    for (const p of this.problems) {
+      lines.push(`${p.path}: ${p.message}`);
+    }
+    return lines.join('\n');
+  }
+}
+
+export function apiUrl(...parts: string[]): string {
+  const settings = ServerConnection.makeSettings();
+  return URLExt.join(settings.baseUrl, 'spark-appliance', ...parts);
+}
+
+export async function requestAPI<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const response = await ServerConnection.makeRequest(apiUrl(path), init, settings);
+  const text = await response.text();
+  let data: any = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = { message: text };
+  }
+  if (!response.ok) {
+    throw new ApiError(data?.message ?? response.statusText, response.status, data?.problems ?? []);
+  }
+  return data as T;
+}
+
+export const api = {
+  list: () => requestAPI<{ appliances: ApplianceModel[] }>('appliance').then(r => r.appliances),
+  templates: () => requestAPI<{ templates: TemplateModel[] }>('templates').then(r => r.templates),
+  create: (body: object) =>
+    requestAPI<ApplianceModel>('appliance', { method: 'POST', body: JSON.stringify(body) }),
+  remove: (id: string) => requestAPI<null>(`appliance/${id}`, { method: 'DELETE' }),
+  scale: (id: string, container: string, instances: number) =>
+    requestAPI<ApplianceModel>(`appliance/${id}/container/${container}`, {
+      method: 'PATCH',
+      body: JSON.stringify({ instances })
+    }),
+  logs: (id: string, container: string, tail = 200) =>
+    requestAPI<{ instances: { name: string; state: string; lines: string[] }[] }>(
+      `appliance/${id}/container/${container}/logs?tail=${tail}`
+    ),
+  graph: async (id: string): Promise<string> => {
+    const settings = ServerConnection.makeSettings();
+    const response = await ServerConnection.makeRequest(apiUrl(`appliance/${id}/ui`), {}, settings);
+    return response.ok ? response.text() : '';
+  }
+};
