@@ -34,6 +34,7 @@ def render_graph_svg(model: dict[str, Any]) -> str:
     width = 40 + (max(columns) + 1) * (BOX_W + GAP_X) - GAP_X if columns else 100
     height = 40 + max(len(v) for v in columns.values()) * (BOX_H + GAP_Y) - GAP_Y if columns else 60
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" '
              f'role="img" aria-label="dependency graph of {escape(model["id"])}">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
              'markerHeight="8" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#888"/></marker></defs>']

@@ -110,6 +110,8 @@ export class ApplianceSidebar extends Widget {
     const form = document.createElement('form');
     form.className = 'jp-SparkAppliance-form';
     form.hidden = true;
+    // The server validates and explains; the browser's own tooltips would hide its message.
+    form.noValidate = true;
     const template = document.createElement('select');
     template.name = 'template';
     template.className = 'jp-mod-styled';
