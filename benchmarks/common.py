@@ -47,7 +47,7 @@ def jupyter_server(*extra: str):
             raise RuntimeError((tmp / "server.log").read_text()[-3000:])
         time.sleep(0.2)
     try:
-        yield session, base
+        yield session, base, tmp
     finally:
         proc.terminate()
         proc.wait(60)

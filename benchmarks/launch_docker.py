@@ -16,7 +16,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    with jupyter_server() as (session, base):
+    with jupyter_server() as (session, base, _):
         local = launch(session, base, args.workers, "local")
         docker = launch(session, base, args.workers, "docker")
     print(f"spark-livy with {args.workers} worker(s), seconds: docker vs local (same run)")

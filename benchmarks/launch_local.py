@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    with jupyter_server() as (session, base):
+    with jupyter_server() as (session, base, _):
         ours = launch(session, base, args.workers)
     hand = hand_run(args.workers)
     hand_more = hand_run(1)["worker_after_master"]

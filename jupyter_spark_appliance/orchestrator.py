@@ -54,7 +54,7 @@ async def gather_or_cancel(coros: list) -> None:
 
 class Orchestrator:
     def __init__(self, record: ApplianceRecord, backend: Backend, on_change: OnChange,
-                 start_timeout: float = 300.0, poll_interval: float = 0.25):
+                 start_timeout: float = 300.0, poll_interval: float = 0.05):
         self.record = record
         self.backend = backend
         self.on_change = on_change

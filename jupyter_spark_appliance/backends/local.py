@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from ..httpjson import get_json, get_status
+from ..logwatch import LogWatcher
 from ..plan import resolve_container
 from ..ports import allocate_port, port_accepts, release_port
 from ..spec import Appliance, Container, Problem
@@ -32,6 +33,13 @@ from .base import Backend, StartedInstance, StartFailed
 from .local_roles import DEFAULT_LOCAL_ROLES, PORT_NAMES, ROLE_PORTS, memory_mb, role_of, worker_cores
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+# What each role logs once it is ready (see logwatch.py); the HTTP probes below
+# remain for instances whose log is gone.
+READY_LINES = {
+    "spark-master": b"New state: ALIVE",
+    "spark-worker": b"Successfully registered with master",
+    "livy": b"Livy gateway on http://",
+}
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
 
@@ -56,6 +64,7 @@ class LocalBackend(Backend):
         self.config = config
         self.workdir = workdir
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._logs = LogWatcher()
 
     # ------------------------------------------------------------------ checks
 
@@ -110,7 +119,8 @@ class LocalBackend(Backend):
         env.setdefault("PYSPARK_PYTHON", self.config.python)
         argv, extra_env, info = self._command(role, record, container, instance, resolved.args, ports, base)
         env.update(extra_env)
-        with open(log_path, "ab") as log:
+        self._logs.forget(log_path)
+        with open(log_path, "wb") as log:
             log.write(f"$ {' '.join(argv)}\n".encode())
             log.flush()
             try:
@@ -201,6 +211,9 @@ class LocalBackend(Backend):
                 code = await get_status(f"http://{host}:{port}{hc.path}")
                 return code is not None and code < 500
             return await asyncio.to_thread(port_accepts, host, port)
+        log = instance.info.get("log")
+        if role in READY_LINES and log and Path(str(log)).exists():
+            return self._logs.seen(str(log), READY_LINES[role])
         if role == "spark-master":
             status = await get_json(f"http://{host}:{ports[8080]}/json/")
             return isinstance(status, dict) and status.get("status") == "ALIVE"

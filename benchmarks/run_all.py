@@ -1,0 +1,137 @@
+"""Every start-up figure in one run, each beside its plain baseline, as a table.
+
+Local backend, through a real Jupyter server. Baselines, measured in the same run:
+hand-run spark-class JVMs with Spark's default flags, the same JVMs with our
+flags (to isolate the orchestration's own cost), and a cold
+SparkSession.getOrCreate for the Livy session figures.
+
+    python benchmarks/run_all.py [--markdown docs/performance.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from common import DAEMON_OPTS, hand_run, jupyter_server
+from launch_local import container
+from livy_sessions import cold_get_or_create, statement, wait_idle
+
+
+def launch(session, base, workers: int, app_id: str) -> dict[str, float]:
+    t0 = time.monotonic()
+    session.post(base + "/appliance", json={"template": "spark-livy", "id": app_id, "workers": workers}).raise_for_status()
+    marks: dict[str, float] = {}
+    while len(marks) < 3:
+        model = session.get(f"{base}/appliance/{app_id}").json()
+        if model["state"] == "failed":
+            raise RuntimeError(model["reason"])
+        now = time.monotonic() - t0
+        for cid, key in (("spark-master", "master"), ("spark-worker", "workers"), ("livy", "livy")):
+            if key not in marks and container(model, cid)["state"] == "running":
+                marks[key] = now
+        time.sleep(0.02)
+    marks["model"] = model  # type: ignore[assignment]
+    return marks
+
+
+def rss_by_kind(data_dir: Path, app_id: str) -> dict[str, float]:
+    record = json.loads((data_dir / "spark_appliance" / "appliances" / app_id / "record.json").read_text())
+    out: dict[str, float] = {}
+    for cid, insts in record["instances"].items():
+        for inst in insts:
+            try:
+                proc = psutil.Process(inst["info"]["pid"])
+                tree = [proc] + proc.children(recursive=True)
+                mb = sum(p.memory_info().rss for p in tree) / 2**20
+            except (psutil.Error, KeyError):
+                continue
+            out[cid] = max(out.get(cid, 0.0), mb)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--markdown", help="also write the table to this file")
+    args = parser.parse_args()
+    rows: list[tuple[str, float, float | None, float | None]] = []  # figure, ours, default-flags, same-flags
+    with jupyter_server() as (session, base, tmp):
+        for n in (1, 2, 4):
+            ours = launch(session, base, n, f"bench{n}")
+            model = ours.pop("model")  # type: ignore[arg-type]
+            if n == 1:
+                livy = model["links"]["livy"]
+                t0 = time.monotonic()
+                sid = requests.post(livy + "/sessions", json={"kind": "pyspark"}).json()["id"]
+                wait_idle(livy, sid)
+                idle = time.monotonic() - t0
+                statement(livy, sid, "spark.range(100).count()")
+                first = time.monotonic() - t0
+                rss = rss_by_kind(tmp / "data", "bench1")
+                t1 = time.monotonic()
+                session.patch(f"{base}/appliance/bench1/container/spark-worker", json={"instances": 2})
+                time.sleep(0.02)
+                while container(session.get(f"{base}/appliance/bench1").json(), "spark-worker")["state"] != "running":
+                    time.sleep(0.02)
+                more = time.monotonic() - t1
+            session.delete(f"{base}/appliance/bench{n}").raise_for_status()
+            default = hand_run(n, None)
+            same = hand_run(n, DAEMON_OPTS)
+            if n == 1:
+                rows.append(("POST -> master ALIVE", ours["master"], default["master"], same["master"]))
+            rows.append((f"POST -> {n} worker(s) ALIVE (cluster ready)", ours["workers"], default["workers"],
+                         same["workers"]))
+            if n == 1:
+                rows.append(("POST -> Livy answering", ours["livy"], None, None))
+                more_default, more_same = hand_run(1, None), hand_run(1, DAEMON_OPTS)
+                rows.append(("one more worker -> ALIVE", more, more_default["worker_after_master"],
+                             more_same["worker_after_master"]))
+    cold = cold_get_or_create_from_cluster()
+    rows.append(("POST /sessions -> idle (warm driver)", idle, cold, None))
+    rows.append(("POST /sessions -> first result", first, cold, None))
+
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {psutil.cpu_count()} cores, "
+        f"Python {platform.python_version()}, local backend. Seconds; ratios are ours / baseline.",
+        "",
+        "| figure | ours | baseline: default flags (or cold getOrCreate) | ratio | hand-run, same flags | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, ours_s, base_s, same_s in rows:
+        r1 = f"{ours_s / base_s:.2f}" if base_s else "-"
+        r2 = f"{ours_s / same_s:.2f}" if same_s else "-"
+        lines.append(f"| {name} | {ours_s:.2f} | {base_s if base_s is None else f'{base_s:.2f}'} | {r1} | "
+                     f"{same_s if same_s is None else f'{same_s:.2f}'} | {r2} |")
+    lines += ["", "| process kind | RSS (MB, incl. children) |", "|---|---:|"]
+    for kind, mb in sorted(rss.items()):
+        lines.append(f"| {kind} | {mb:.0f} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text("# Performance\n\nWritten by `python benchmarks/run_all.py --markdown "
+                                       f"{args.markdown}`.\n\n{table}\n")
+
+
+def cold_get_or_create_from_cluster() -> float:
+    """A cold driver against a fresh hand-run master (the Livy-per-session cost)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    import tempfile
+
+    from spark_fixtures import start_cluster
+
+    cluster = start_cluster(Path(tempfile.mkdtemp(prefix="jsa-cold-")), workers=1)
+    try:
+        return cold_get_or_create(cluster.master_url)
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
