@@ -61,8 +61,12 @@ def alive_workers(ui: str) -> int:
         return -1
 
 
-def hand_run(workers: int, java_opts: str | None = DAEMON_OPTS) -> dict[str, float]:
-    """Seconds to master ALIVE and to all workers ALIVE for plain spark-class JVMs."""
+def hand_run(workers: int, java_opts: str | None = DAEMON_OPTS, cds_dir: Path | None = None) -> dict[str, float]:
+    """Seconds to master ALIVE and to all workers ALIVE for plain spark-class JVMs.
+
+    With ``cds_dir``, each JVM also starts from the class-data-sharing archive the
+    extension recorded for its role: our exact flags, without our orchestration.
+    """
     spark_class = str(find_spark_home() / "bin" / "spark-class")
     work = Path(tempfile.mkdtemp(prefix="jsa-hand-"))
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1",
@@ -70,6 +74,11 @@ def hand_run(workers: int, java_opts: str | None = DAEMON_OPTS) -> dict[str, flo
            "SPARK_WORKER_OPTS": "-Dspark.worker.timeout=30"}
     if java_opts:
         env["SPARK_DAEMON_JAVA_OPTS"] = java_opts
+    role_env = {"master": dict(env), "worker": dict(env)}
+    if cds_dir is not None:
+        for role in role_env:
+            archive = next(Path(cds_dir).glob(f"spark-{role}-*.jsa"))
+            role_env[role]["SPARK_DAEMON_JAVA_OPTS"] = f"{java_opts or ''} -XX:SharedArchiveFile={archive} -Xshare:auto"
     port, ui_port = allocate_port("127.0.0.1"), allocate_port("127.0.0.1")
     ui = f"http://127.0.0.1:{ui_port}"
     procs = []
@@ -78,7 +87,7 @@ def hand_run(workers: int, java_opts: str | None = DAEMON_OPTS) -> dict[str, flo
     try:
         procs.append(subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                                        "--port", str(port), "--webui-port", str(ui_port)],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                      env=role_env["master"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         while True:
             try:
                 with urllib.request.urlopen(ui + "/json/", timeout=2) as r:
@@ -93,7 +102,7 @@ def hand_run(workers: int, java_opts: str | None = DAEMON_OPTS) -> dict[str, flo
             procs.append(subprocess.Popen(
                 [spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host",
                  "127.0.0.1", "--cores", "1", "--memory", "1024M", "--work-dir", str(work / f"w{i}")],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                env=role_env["worker"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         while alive_workers(ui) < workers:
             time.sleep(0.1)
         out["workers"] = time.monotonic() - t0

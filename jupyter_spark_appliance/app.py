@@ -70,6 +70,11 @@ class SparkApplianceApp(ExtensionApp):
         help="SPARK_DAEMON_JAVA_OPTS for local master and worker JVMs (short-lived daemons start "
              "faster with the C1 compiler and the serial collector).",
     )
+    class_data_sharing = Bool(
+        True, config=True,
+        help="Record a class-data-sharing archive per Spark version for local masters and workers (the "
+             "first instance records it when it stops) and start later JVMs from it: about twice as fast.",
+    )
     template_defaults = Dict(
         default_value={}, config=True,
         help="Default parameters per template, e.g. {'spark-livy': {'workers': 2, 'worker_memory': 2048}}.",
@@ -120,6 +125,7 @@ class SparkApplianceApp(ExtensionApp):
             roles=dict(self.local_roles),
             daemon_java_opts=self.daemon_java_opts,
             python=sys.executable,
+            cds_dir=Path(self.data_dir).parent / "cds" if self.class_data_sharing else None,
         )
         return LocalBackend(config, self.store.dir)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from ..cds import ClassDataSharing
 from ..httpjson import get_json, get_status
 from ..logwatch import LogWatcher
 from ..plan import resolve_container
@@ -55,6 +56,7 @@ class LocalConfig:
     worker_daemon_memory: str = "256m"
     python: str = sys.executable
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    cds_dir: Path | None = None  # class-data-sharing archives; None = off
 
 
 class LocalBackend(Backend):
@@ -65,6 +67,7 @@ class LocalBackend(Backend):
         self.workdir = workdir
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._logs = LogWatcher()
+        self._cds = ClassDataSharing(config.cds_dir or Path(), enabled=config.cds_dir is not None)
 
     # ------------------------------------------------------------------ checks
 
@@ -146,11 +149,15 @@ class LocalBackend(Backend):
         host = self.config.bind_host
         info: dict[str, object] = {}
         if role in ("spark-master", "spark-worker"):
-            spark_class = str(find_spark_home(self.config.spark_home) / "bin" / "spark-class")
+            spark_home = find_spark_home(self.config.spark_home)
+            spark_class = str(spark_home / "bin" / "spark-class")
+            cds_opts, cds_info = self._cds.java_opts(role, spark_home)
+            info.update(cds_info)
+            java_opts = f"{self.config.daemon_java_opts} {cds_opts}".strip()
         if role == "spark-master":
             opts = f"{container.env.get('SPARK_MASTER_OPTS', '')} -Dspark.master.rest.enabled=false".strip()
             env = {"SPARK_MASTER_OPTS": opts, "SPARK_DAEMON_MEMORY": f"{memory_mb(container)}m",
-                   "SPARK_DAEMON_JAVA_OPTS": self.config.daemon_java_opts}
+                   "SPARK_DAEMON_JAVA_OPTS": java_opts}
             argv = [spark_class, MASTER_CLASS, "--host", host, "--port", str(ports[7077]),
                     "--webui-port", str(ports[8080])]
             return argv, env, info
@@ -159,7 +166,7 @@ class LocalBackend(Backend):
             work = base / "work" / instance.name
             work.mkdir(parents=True, exist_ok=True)
             env = {"SPARK_DAEMON_MEMORY": self.config.worker_daemon_memory,
-                   "SPARK_DAEMON_JAVA_OPTS": self.config.daemon_java_opts}
+                   "SPARK_DAEMON_JAVA_OPTS": java_opts}
             argv = [spark_class, WORKER_CLASS, master_url, "--host", host,
                     "--port", str(ports[7078]), "--webui-port", str(ports[8081]),
                     "--cores", str(worker_cores(container)), "--memory", f"{memory_mb(container)}M",
@@ -274,6 +281,7 @@ class LocalBackend(Backend):
             self._children.pop(pid, None) if isinstance(pid, int) else None
             for port in instance.info.get("ports", {}).values():
                 release_port(int(port))
+            ClassDataSharing.finish(instance.info)
 
     def logs(self, record: ApplianceRecord, instance: Instance, tail: int) -> list[str]:
         path = instance.info.get("log")

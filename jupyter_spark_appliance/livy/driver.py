@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 OnEvent = Callable[["DriverProcess", dict[str, Any]], None]
@@ -20,7 +22,7 @@ OnEvent = Callable[["DriverProcess", dict[str, Any]], None]
 
 class DriverProcess:
     def __init__(self, key: tuple, master: str, conf: dict[str, str], log_path: Path,
-                 on_event: OnEvent, name: str, python: str = sys.executable):
+                 on_event: OnEvent, name: str, python: str = sys.executable, nice: int = 0):
         self.key = key
         self.conf = conf
         self.log_path = log_path
@@ -41,6 +43,11 @@ class DriverProcess:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=logfile,
                                          stderr=subprocess.STDOUT, pass_fds=(write_fd,))
         os.close(write_fd)
+        self.nice = nice
+        if nice:
+            # Set before the child has spawned its JVM (it is still importing pyspark),
+            # so the JVM inherits it.
+            self._set_priority(nice)
         self._replies = os.fdopen(read_fd, "rb")
         threading.Thread(target=self._read, name=f"driver-{self.proc.pid}", daemon=True).start()
 
@@ -62,12 +69,32 @@ class DriverProcess:
         kind = event.get("event")
         if kind == "ready":
             self.state, self.app_id, self.ui = "ready", event.get("app_id"), event.get("ui")
+            if self.nice:
+                self._set_priority(0)  # back to normal for sessions, where allowed (root)
         elif kind == "fatal":
             self.error = event.get("error")
         elif kind == "exit":
             self.state = "dead"
             self.error = self.error or f"the driver process exited with code {event.get('code')}"
         self.on_event(self, event)
+
+    def _set_priority(self, value: int) -> None:
+        """Set the niceness of every thread of the driver and its JVM (Linux: per thread)."""
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root] + root.children(recursive=True)
+        except psutil.Error:
+            return
+        for proc in procs:
+            try:
+                tids = [t.id for t in proc.threads()]
+            except psutil.Error:
+                continue
+            for tid in tids:
+                try:
+                    os.setpriority(os.PRIO_PROCESS, tid, value)
+                except OSError:
+                    pass  # lowering niceness needs privileges: then it stays nice
 
     def send(self, **request: Any) -> None:
         if self.state == "dead" or self.proc.stdin is None:

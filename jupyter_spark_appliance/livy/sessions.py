@@ -207,21 +207,23 @@ class SessionManager:
 
     async def start(self) -> None:
         if self.config.warm:
-            self._driver_for(self._key(self.config.default_conf), self.config.default_conf)
+            # Warmed at low priority: on a small machine it would otherwise compete with the
+            # workers that are starting at the same moment (measured: +0.5 s to cluster ready).
+            self._driver_for(self._key(self.config.default_conf), self.config.default_conf, nice=10)
         self._watchdog = asyncio.ensure_future(self._watch())
 
     @staticmethod
     def _key(conf: dict[str, str]) -> tuple:
         return tuple(sorted(conf.items()))
 
-    def _driver_for(self, key: tuple, conf: dict[str, str]) -> DriverProcess:
+    def _driver_for(self, key: tuple, conf: dict[str, str], nice: int = 0) -> DriverProcess:
         for driver in self.drivers.get(key, []):
             if driver.state != "dead" and len(driver.sessions) < self.config.max_sessions_per_driver:
                 return driver
         self._driver_count += 1
         n = self._driver_count
         driver = DriverProcess(key, self.config.master, conf, self.config.log_dir / f"driver-{n}.log",
-                               self._on_driver_event, name=f"livy-gateway-{n}")
+                               self._on_driver_event, name=f"livy-gateway-{n}", nice=nice)
         self.drivers.setdefault(key, []).append(driver)
         log.info("started driver %d (pid %d) for %d conf keys", n, driver.pid, len(conf))
         return driver
