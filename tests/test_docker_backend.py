@@ -140,3 +140,16 @@ async def test_engine_unreachable_is_503_and_local_still_works(api, monkeypatch,
     model = await api.wait_state("still-local", {"running", "failed"})
     assert model["state"] == "running"
     assert (await api.call("DELETE", "appliance/still-local"))[0] == 204
+
+
+def test_leftovers_of_a_crashed_server_are_found_and_removed(engine, tmp_path):
+    # A container labelled by us whose appliance no record knows, as a crashed server leaves it.
+    labels = {f"{LABEL}.appliance": "ghost", f"{LABEL}.container": "x", f"{LABEL}.instance": "0",
+              f"{LABEL}.owner": "crashed-server"}
+    engine.containers.create(DEFAULT_IMAGES["spark-master"], name="ghost-x-0", labels=labels)
+    backend = DockerBackend(DockerConfig(), lambda app_id: tmp_path / app_id)
+    backend.available()
+    assert backend.leftovers({"something-else"}) == {"ghost": ["ghost-x-0"]}
+    assert backend.leftovers({"ghost"}) == {}
+    assert backend.remove_leftovers(set()) == {"ghost": ["ghost-x-0"]}
+    assert ours(engine, "ghost") == ([], [])

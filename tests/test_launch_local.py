@@ -241,3 +241,39 @@ async def test_class_data_sharing_archive_is_recorded_once_then_used(api, applia
     assert not list(cds_dir.glob("*.tmp.jsa")) and not list(cds_dir.glob("*.recording"))
     second = await run_once()
     assert f"-XX:SharedArchiveFile={archives[0]}" in second
+
+
+MASTER_ONLY = {"containers": [
+    {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},
+     "ports": [{"container_port": 8080}, {"container_port": 7077}]}]}
+
+
+async def test_restart_shows_vanished_as_failed_and_shutdown_leaves_no_jvm(api, jp_serverapp, appliance_data_dir):
+    for app_id in ("vanishing", "staying"):
+        assert (await api.call("POST", "appliance", {"id": app_id, **MASTER_ONLY}))[0] == 201
+    for app_id in ("vanishing", "staying"):
+        assert (await api.wait_state(app_id, {"running", "failed"}))["state"] == "running"
+    vanishing = pids((await api.call("GET", "appliance/vanishing"))[1], appliance_data_dir)
+    staying = pids((await api.call("GET", "appliance/staying"))[1], appliance_data_dir)
+    manager = jp_serverapp.web_app.settings["spark_appliance_manager"]
+    manager._monitor.cancel()  # the server is "down": nobody watches while the JVM dies
+    os.kill(vanishing[0], signal.SIGKILL)
+    await asyncio.sleep(1)
+
+    restarted = ApplianceManager(Store(appliance_data_dir),
+                                 {"local": lambda: LocalBackend(LocalConfig(), Store(appliance_data_dir).dir)},
+                                 stop_on_shutdown=False)
+    await restarted.start()
+    try:
+        states = {m["id"]: m for m in restarted.list()}
+        assert states["staying"]["state"] == "running"
+        assert states["vanishing"]["state"] == "failed"
+        reason = states["vanishing"]["containers"][0]["instance_states"][0]["reason"]
+        assert reason.startswith("gone while the server was down")
+    finally:
+        await restarted.shutdown()
+
+    # The real server stops (stop_on_shutdown is on by default): no JVM survives it.
+    await manager.shutdown()
+    assert all(gone(p) for p in staying)
+    assert not list(appliance_data_dir.glob("*/record.json"))

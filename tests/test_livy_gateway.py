@@ -165,3 +165,66 @@ def test_protocol_shapes_states_and_errors(gateway):
     assert log["from"] == 0 and len(log["log"]) <= 5 and log["total"] >= len(log["log"])
     assert requests.delete(f"{gateway}/sessions/{sid}").json() == {"msg": "deleted"}
     assert requests.get(f"{gateway}/sessions/{sid}").status_code == 404
+
+
+def test_matplot_magic_returns_a_png(gateway):
+    sid = requests.post(f"{gateway}/sessions", json={"kind": "pyspark"}).json()["id"]
+    wait_session(gateway, sid)
+    stmt = run_statement(gateway, sid, "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+                                        "plt.plot([1, 2, 3], [1, 4, 9])")
+    assert stmt["output"]["status"] == "ok", stmt["output"]
+    stmt = run_statement(gateway, sid, "%matplot plt")
+    data = stmt["output"]["data"]
+    import base64
+
+    assert base64.b64decode(data["image/png"])[:8] == b"\x89PNG\r\n\x1a\n" and data["text/plain"] == ""
+    requests.delete(f"{gateway}/sessions/{sid}")
+
+
+def test_heartbeat_timeout_ends_an_abandoned_session(gateway):
+    r = requests.post(f"{gateway}/sessions", json={"kind": "pyspark", "heartbeatTimeoutInSecond": 2})
+    sid = r.json()["id"]
+    wait_session(gateway, sid)  # polling GET /sessions/{id} is the heartbeat
+    time.sleep(4.5)  # abandoned: nobody asks for it
+    assert sid not in [s["id"] for s in requests.get(f"{gateway}/sessions").json()["sessions"]]
+
+
+def test_driver_settings_get_their_own_driver_and_a_crash_makes_it_dead(gateway):
+    r = requests.post(f"{gateway}/sessions", json={"kind": "pyspark", "executorMemory": "600m",
+                                                    "conf": {"spark.sql.shuffle.partitions": "3"}})
+    sid = r.json()["id"]
+    assert wait_session(gateway, sid)["state"] == "idle"
+    out = run_statement(gateway, sid, "(sc.getConf().get('spark.executor.memory'), "
+                                      "spark.conf.get('spark.sql.shuffle.partitions'))")
+    assert out["output"]["data"]["text/plain"] == "('600m', '3')"
+    shared = requests.post(f"{gateway}/sessions", json={"kind": "pyspark"}).json()["id"]
+    assert wait_session(gateway, shared)["state"] == "idle"
+    assert wait_session(gateway, sid)["appId"] != wait_session(gateway, shared)["appId"]
+
+    # Kill this session's interpreter: it goes dead with the reason in its log; the
+    # default driver's session is untouched.
+    requests.post(f"{gateway}/sessions/{sid}/statements", json={"code": "import os; os._exit(3)"})
+    dead = wait_session(gateway, sid, states=("dead",), timeout=60)
+    assert dead["state"] == "dead"
+    log = requests.get(f"{gateway}/sessions/{sid}/log").json()["log"]
+    assert any("interpreter died" in line and "code 3" in line for line in log)
+    assert run_statement(gateway, shared, "1 + 1")["output"]["data"]["text/plain"] == "2"
+    for s in (sid, shared):
+        requests.delete(f"{gateway}/sessions/{s}")
+
+
+def test_basic_auth_and_csrf(cluster, tmp_path):
+    proc, url = _start_gateway(cluster, tmp_path, "--no-warm", "--username", "alice", "--csrf",
+                               env={"LIVY_GATEWAY_PASSWORD": "s3cret"})
+    try:
+        assert requests.get(f"{url}/sessions").status_code == 401
+        assert requests.get(f"{url}/sessions", auth=("alice", "wrong")).status_code == 401
+        assert requests.get(f"{url}/sessions", auth=("alice", "s3cret")).json()["total"] == 0
+        r = requests.post(f"{url}/sessions", json={"kind": "pyspark"}, auth=("alice", "s3cret"))
+        assert r.status_code == 400 and "CSRF" in r.json()["msg"]
+        r = requests.post(f"{url}/sessions", json={"kind": "spark"}, auth=("alice", "s3cret"),
+                          headers={"X-Requested-By": "me"})
+        assert r.status_code == 400 and "not supported" in r.json()["msg"]  # past auth and CSRF
+    finally:
+        proc.terminate()
+        proc.wait(30)

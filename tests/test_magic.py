@@ -76,3 +76,31 @@ async def test_magic_errors_are_clear(api, kernel_env):
     out = await run_kernel_process("python3", ["%load_ext jupyter_spark_appliance", "%spark_appliance status"],
                                    env={"JUPYTER_SPARK_APPLIANCE_URL": closed})
     assert "is not reachable" in out[1] and "ERROR" not in out[1]
+
+
+async def test_kernel_finds_the_server_through_its_runtime_files(api, jp_serverapp):
+    # No URL/token overrides: the client reads Jupyter's running-server files.
+    out = await run_kernel_process("python3", [
+        "import os; [os.environ.pop(k, None) for k in ('JUPYTER_SPARK_APPLIANCE_URL', 'JUPYTER_SPARK_APPLIANCE_TOKEN')]",
+        "from jupyter_spark_appliance.client import ApplianceClient\n"
+        "c = ApplianceClient(); print('BASE', c.base); print('LIST', c.list())",
+    ], env={"JUPYTER_RUNTIME_DIR": jp_serverapp.runtime_dir})
+    assert f":{jp_serverapp.port}/" in out[1] and "LIST []" in out[1], out
+
+
+async def test_widget_stop_button_stops_the_appliance(api, kernel_env):
+    assert (await api.call("POST", "appliance", {"id": "wstop", "containers": [
+        {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},
+         "ports": [{"container_port": 8080}, {"container_port": 7077}]}]}))[0] == 201
+    assert (await api.wait_state("wstop", {"running", "failed"}))["state"] == "running"
+    out = await run_kernel_process("python3", [
+        "from jupyter_spark_appliance.client import ApplianceClient\n"
+        "from jupyter_spark_appliance.widgets import ApplianceView\n"
+        "view = ApplianceView(ApplianceClient(), 'wstop')\n"
+        "print('BEFORE', 'running' in view.html.value, view.slider.layout.display)\n"
+        "view.stop_button.click()\n"
+        "print('AFTER', view.message.value, '|', view.html.value)",
+    ], env=kernel_env)
+    assert "BEFORE True none" in out[0], out  # no worker container: no slider
+    assert "AFTER stopped | <b>wstop</b>: stopped" in out[0], out
+    assert (await api.call("GET", "appliance/wstop"))[0] == 404

@@ -166,3 +166,31 @@ def test_bad_form_value_shows_the_server_message(lab, page):
     assert "workers: must be at least 0, not -1" in error.inner_text()
     assert rest(lab, "appliance") == {"appliances": []}
     shot(page, "panel-error.png")
+
+
+def test_palette_launcher_and_settings_are_registered(lab, page):
+    commands = ["spark-appliance:launch", "spark-appliance:stop", "spark-appliance:scale"]
+    for command in commands:
+        assert page.evaluate(f"window.jupyterapp.commands.hasCommand('{command}')")
+    # The launcher tile.
+    page.evaluate("window.jupyterapp.commands.execute('launcher:create')")
+    page.locator(".jp-LauncherCard:visible", has_text="Spark cluster").first.wait_for(timeout=30_000)
+    # The palette lists them under "Spark".
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill("Spark cluster")
+    items = page.locator(".lm-CommandPalette-item")
+    items.first.wait_for(timeout=10_000)
+    labels = items.all_inner_texts()
+    assert any("Launch Spark cluster" in t for t in labels) and any("Stop Spark cluster" in t for t in labels)
+    page.keyboard.press("Escape")
+    # Form defaults come from the settings registry.
+    page.evaluate("""window.jupyterapp.serviceManager.settings.save('jupyter-spark-appliance:plugin',
+                     JSON.stringify({workers: 3, workerMemory: 2048}))""")
+    page.reload()
+    page.locator('[data-id="jp-spark-appliance-sidebar"]').wait_for(timeout=60_000)
+    page.evaluate("window.jupyterapp.shell.activateById('jp-spark-appliance-sidebar')")
+    page.locator(".jp-SparkAppliance-launch").click()
+    form = page.locator(".jp-SparkAppliance-form")
+    page.wait_for_function("document.querySelector('.jp-SparkAppliance-form input[name=workers]').value === '3'",
+                           timeout=30_000)
+    assert form.locator('input[name="worker_memory"]').input_value() == "2048"
