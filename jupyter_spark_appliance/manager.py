@@ -125,7 +125,7 @@ class ApplianceManager:
             await asyncio.sleep(self.monitor_interval)
             for orch in list(self.orchestrators.values()):
                 try:
-                    orch.check_liveness()
+                    await orch.check_liveness()
                 except Exception:  # noqa: BLE001 - the monitor must survive anything
                     log.exception("liveness check of %s failed", orch.record.id)
 

@@ -196,13 +196,17 @@ class Orchestrator:
 
     # ------------------------------------------------------------------ watch
 
-    def check_liveness(self) -> None:
-        """Mark instances whose process/container died behind our back as failed."""
-        for inst in self.record.all_instances():
-            if inst.state not in ("staging", "running") or not inst.info:
-                continue
-            if (inst.container, inst.index) in self._stopping:
-                continue
-            status = self.backend.exit_status(inst)
-            if status is not None and inst.state == "running":
+    async def check_liveness(self) -> None:
+        """Mark instances whose process/container died behind our back as failed.
+
+        The probes run in a thread (the Docker SDK blocks); states change on the loop.
+        """
+        candidates = [i for i in self.record.all_instances()
+                      if i.state in ("staging", "running") and i.info
+                      and (i.container, i.index) not in self._stopping]
+        if not candidates:
+            return
+        statuses = await asyncio.to_thread(lambda: [self.backend.exit_status(i) for i in candidates])
+        for inst, status in zip(candidates, statuses):
+            if status is not None and inst.state == "running" and (inst.container, inst.index) not in self._stopping:
                 self.set_state(inst, "failed", self._reason(inst, status))

@@ -277,3 +277,23 @@ async def test_restart_shows_vanished_as_failed_and_shutdown_leaves_no_jvm(api, 
     await manager.shutdown()
     assert all(gone(p) for p in staying)
     assert not list(appliance_data_dir.glob("*/record.json"))
+
+
+async def test_delete_during_launch_stops_what_started(api, appliance_data_dir):
+    spec = {"id": "hasty", "containers": MASTER_ONLY["containers"] + [
+        {"id": "spark-worker", "type": "service", "image": "spark-worker", "resources": {"cpus": 1, "mem": 512},
+         "args": ["@spark-master:7077"], "instances": 2}]}
+    assert (await api.call("POST", "appliance", spec))[0] == 201
+    await asyncio.sleep(0.3)  # the master is starting; the workers wait for it
+    started = pids((await api.call("GET", "appliance/hasty"))[1], appliance_data_dir)
+    assert (await api.call("DELETE", "appliance/hasty"))[0] == 204
+    assert started and all(gone(p) for p in started)
+    assert (await api.call("GET", "appliance"))[1] == {"appliances": []}
+    leftovers = []
+    for proc in psutil.process_iter(["cwd"]):
+        try:
+            if str(proc.info["cwd"] or "").startswith(str(appliance_data_dir)):
+                leftovers.append(proc.pid)
+        except psutil.Error:
+            continue
+    assert leftovers == []
