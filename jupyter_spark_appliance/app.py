@@ -6,6 +6,7 @@ per user-facing knob, each with help text shown by ``jupyter server --help-all``
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -56,9 +57,9 @@ class SparkApplianceApp(ExtensionApp):
         help="Spark installation for the local backend. Default: $SPARK_HOME, else the installed pyspark.",
     )
     livy_home = Unicode(
-        "", config=True,
-        help="A real Apache Livy installation to run for livy containers on the local backend. "
-             "Empty (the default) runs the project's own Livy-compatible gateway.",
+        config=True,
+        help="A real Apache Livy installation to run for livy containers on the local backend "
+             "(default: $LIVY_HOME). Empty runs the project's own Livy-compatible gateway.",
     )
     local_roles = Dict(
         default_value=dict(DEFAULT_LOCAL_ROLES), config=True,
@@ -105,6 +106,10 @@ class SparkApplianceApp(ExtensionApp):
         help="Write the Livy endpoint into Sparkmagic's config when an appliance's Livy is running "
              "(and restore the previous endpoint when it is deleted).",
     )
+
+    @default("livy_home")
+    def _default_livy_home(self) -> str:
+        return os.environ.get("LIVY_HOME", "")
 
     @default("data_dir")
     def _default_data_dir(self) -> str:

@@ -6,6 +6,7 @@ elsewhere these tests skip when no engine answers, unless JSA_REQUIRE_DOCKER=1.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import urllib.request
@@ -153,3 +154,28 @@ def test_leftovers_of_a_crashed_server_are_found_and_removed(engine, tmp_path):
     assert backend.leftovers({"ghost"}) == {}
     assert backend.remove_leftovers(set()) == {"ghost": ["ghost-x-0"]}
     assert ours(engine, "ghost") == ([], [])
+
+
+async def test_cmd_env_references_and_volumes_are_honoured(api, engine, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    spec = {"id": "plumbing", "backend": "docker", "containers": [
+        {"id": "spark-master", "type": "service", "image": DEFAULT_IMAGES["spark-master"],
+         "resources": {"cpus": 1, "mem": 768}, "ports": [{"container_port": 8080}, {"container_port": 7077}]},
+        {"id": "probe", "type": "service", "image": DEFAULT_IMAGES["spark-master"], "resources": {"cpus": 0.5, "mem": 128},
+         "env": {"MASTER": "@spark-master:7077", "GREETING": "mail me\\@example.org"},
+         "cmd": "echo \"$MASTER $GREETING\" > /data/out.txt && sleep 300",
+         "volumes": [{"src": str(shared), "dest": "/data", "type": "rw"}]}]}
+    code, body = await api.call("POST", "appliance", spec)
+    assert code == 201, body
+    model = await api.wait_state("plumbing", {"running", "failed"}, timeout=300)
+    assert model["state"] == "running", model["reason"]
+    deadline = asyncio.get_running_loop().time() + 30
+    while not (shared / "out.txt").exists():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.2)
+    assert (shared / "out.txt").read_text().strip() == "plumbing-spark-master-0:7077 mail me@example.org"
+    probe = engine.containers.get("plumbing-probe-0")
+    assert probe.attrs["HostConfig"]["NanoCpus"] == 500_000_000
+    assert (await api.call("DELETE", "appliance/plumbing"))[0] == 204
+    assert ours(engine, "plumbing") == ([], [])

@@ -151,7 +151,9 @@ class DockerBackend(Backend):
             "volumes": {v.src: {"bind": v.dest, "mode": v.type} for v in container.volumes} or None,
         }
         if container.cmd is not None:
-            kwargs["command"] = ["/bin/sh", "-c", resolved.cmd]
+            # PIVOT's cmd is a shell command that replaces what the image would run.
+            kwargs["entrypoint"] = ["/bin/sh", "-c"]
+            kwargs["command"] = [resolved.cmd]
         elif resolved.args:
             kwargs["command"] = resolved.args
         if host_mode:

@@ -190,7 +190,8 @@ class LocalBackend(Backend):
         )
         info["livy_home"] = self.config.livy_home
         argv = [str(Path(self.config.livy_home) / "bin" / "livy-server")]
-        env = {"LIVY_CONF_DIR": str(conf), "LIVY_LOG_DIR": str(base / "logs")}
+        env = {"LIVY_CONF_DIR": str(conf), "LIVY_LOG_DIR": str(base / "logs"),
+               "SPARK_HOME": str(find_spark_home(self.config.spark_home))}
         return argv, env, info
 
     def _master_url(self, record: ApplianceRecord, args: list[str]) -> str:
@@ -219,7 +220,8 @@ class LocalBackend(Backend):
                 return code is not None and code < 500
             return await asyncio.to_thread(port_accepts, host, port)
         log = instance.info.get("log")
-        if role in READY_LINES and log and Path(str(log)).exists():
+        real_livy = role == "livy" and instance.info.get("livy_home")
+        if role in READY_LINES and log and Path(str(log)).exists() and not real_livy:
             return self._logs.seen(str(log), READY_LINES[role])
         if role == "spark-master":
             status = await get_json(f"http://{host}:{ports[8080]}/json/")
