@@ -53,6 +53,37 @@ def jupyter_server(*extra: str):
         proc.wait(60)
 
 
+def container(model: dict, cid: str) -> dict:
+    return next(c for c in model["containers"] if c["id"] == cid)
+
+
+def time_to_running(session, base: str, body: dict, app_id: str) -> tuple[dict[str, float], dict]:  # noqa: ANN001
+    """POST ``body``; seconds until master, workers and Livy each run (20 ms polling), and the model."""
+    marks: dict[str, float] = {}
+    t0 = time.monotonic()
+    session.post(base + "/appliance", json=body).raise_for_status()
+    while len(marks) < 3:
+        model = session.get(f"{base}/appliance/{app_id}").json()
+        if model["state"] == "failed":
+            raise RuntimeError(model["reason"])
+        now = time.monotonic() - t0
+        for cid, key in (("spark-master", "master"), ("spark-worker", "workers"), ("livy", "livy")):
+            if key not in marks and container(model, cid)["state"] == "running":
+                marks[key] = now
+        time.sleep(0.02)
+    return marks, model
+
+
+def wait_workers_running(session, base: str, app_id: str, n: int) -> None:  # noqa: ANN001
+    """Until exactly ``n`` worker instances run (a scale answers 202 before it starts)."""
+    while True:
+        worker = container(session.get(f"{base}/appliance/{app_id}").json(), "spark-worker")
+        running = sum(i["state"] == "running" for i in worker["instance_states"])
+        if worker["state"] == "running" and running == n == worker["instances"]:
+            return
+        time.sleep(0.02)
+
+
 def alive_workers(ui: str) -> int:
     try:
         with urllib.request.urlopen(ui + "/json/", timeout=2) as r:

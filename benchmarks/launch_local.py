@@ -10,33 +10,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import hand_run, jupyter_server, table
+from common import hand_run, jupyter_server, table, time_to_running, wait_workers_running
 
 
-def container(model, cid):
-    return next(c for c in model["containers"] if c["id"] == cid)
-
-
-def launch(session, base, workers: int, backend: str = "local") -> dict[str, float]:
-    marks: dict[str, float] = {}
-    t0 = time.monotonic()
-    r = session.post(base + "/appliance", json={"template": "spark-livy", "id": "bench", "workers": workers,
-                                                   "backend": backend})
-    r.raise_for_status()
-    while len(marks) < 3:  # 50 ms polling: finer than any figure we report
-        model = session.get(base + "/appliance/bench").json()
-        if model["state"] == "failed":
-            raise RuntimeError(model["reason"])
-        now = time.monotonic() - t0
-        for cid, key in (("spark-master", "master"), ("spark-worker", "workers"), ("livy", "livy")):
-            if key not in marks and container(model, cid)["state"] == "running":
-                marks[key] = now
-        time.sleep(0.05)
+def launch(session, base, workers: int, backend: str = "local") -> dict[str, float]:  # noqa: ANN001
+    body = {"template": "spark-livy", "id": "bench", "workers": workers, "backend": backend}
+    marks, _ = time_to_running(session, base, body, "bench")
     t1 = time.monotonic()
     session.patch(base + "/appliance/bench/container/spark-worker", json={"instances": workers + 1}).raise_for_status()
-    time.sleep(0.05)
-    while container(session.get(base + "/appliance/bench").json(), "spark-worker")["state"] != "running":
-        time.sleep(0.05)
+    wait_workers_running(session, base, "bench", workers + 1)
     marks["one_more_worker"] = time.monotonic() - t1
     session.delete(base + "/appliance/bench").raise_for_status()
     return marks

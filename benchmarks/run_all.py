@@ -20,26 +20,14 @@ from pathlib import Path
 import psutil
 import requests
 
-from common import DAEMON_OPTS, hand_run, jupyter_server
-from launch_local import container
+from common import DAEMON_OPTS, hand_run, jupyter_server, time_to_running, wait_workers_running
 from livy_sessions import cold_get_or_create, statement, wait_idle
 
 
-def launch(session, base, workers: int, app_id: str) -> dict[str, float]:
-    t0 = time.monotonic()
-    session.post(base + "/appliance", json={"template": "spark-livy", "id": app_id, "workers": workers}).raise_for_status()
-    marks: dict[str, float] = {}
-    while len(marks) < 3:
-        model = session.get(f"{base}/appliance/{app_id}").json()
-        if model["state"] == "failed":
-            raise RuntimeError(model["reason"])
-        now = time.monotonic() - t0
-        for cid, key in (("spark-master", "master"), ("spark-worker", "workers"), ("livy", "livy")):
-            if key not in marks and container(model, cid)["state"] == "running":
-                marks[key] = now
-        time.sleep(0.02)
-    marks["model"] = model  # type: ignore[assignment]
-    return marks
+def launch(session, base, workers: int, app_id: str) -> dict:  # noqa: ANN001
+    body = {"template": "spark-livy", "id": app_id, "workers": workers}
+    marks, model = time_to_running(session, base, body, app_id)
+    return {**marks, "model": model}
 
 
 def spark_only(workers: int, app_id: str) -> dict:
@@ -55,8 +43,7 @@ def launch_spark_only(session, base, workers: int) -> float:
     app_id = f"orch{workers}"
     t0 = time.monotonic()
     session.post(base + "/appliance", json=spark_only(workers, app_id)).raise_for_status()
-    while container(session.get(f"{base}/appliance/{app_id}").json(), "spark-worker")["state"] != "running":
-        time.sleep(0.02)
+    wait_workers_running(session, base, app_id, workers)
     took = time.monotonic() - t0
     session.delete(f"{base}/appliance/{app_id}").raise_for_status()
     return took
@@ -132,9 +119,7 @@ def main() -> None:
                 rss = rss_by_kind(tmp / "data", "bench1")
                 t1 = time.monotonic()
                 session.patch(f"{base}/appliance/bench1/container/spark-worker", json={"instances": 2})
-                time.sleep(0.02)
-                while container(session.get(f"{base}/appliance/bench1").json(), "spark-worker")["state"] != "running":
-                    time.sleep(0.02)
+                wait_workers_running(session, base, "bench1", 2)
                 more = time.monotonic() - t1
             session.delete(f"{base}/appliance/bench{n}").raise_for_status()
             default = hand_run(n, None)

@@ -29,6 +29,7 @@ from ..state import ApplianceRecord, Endpoint, Instance
 from ..templates import DEFAULT_IMAGES
 from .base import Backend, BackendUnavailable, StartedInstance, StartFailed
 from .local_roles import DEFAULT_LOCAL_ROLES, PORT_NAMES, role_of
+from .probes import health_check_passes
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +232,7 @@ class DockerBackend(Backend):
         host = self.config.connect_host
         role = instance.info.get("role")
         if container.health_check is not None:
-            hc = container.health_check
-            port = ports.get(hc.port, hc.port)
-            if hc.type == "http":
-                code = await get_status(f"http://{host}:{port}{hc.path}")
-                return code is not None and code < 500
-            return await asyncio.to_thread(port_accepts, host, port)
+            return await health_check_passes(container.health_check, host, ports)
         if role == "spark-master" and 8080 in ports:
             status = await get_json(f"http://{host}:{ports[8080]}/json/")
             return isinstance(status, dict) and status.get("status") == "ALIVE"

@@ -32,6 +32,7 @@ from ..spark_home import SparkNotFound, find_spark_home
 from ..state import ApplianceRecord, Endpoint, Instance
 from .base import Backend, StartedInstance, StartFailed
 from .local_roles import DEFAULT_LOCAL_ROLES, PORT_NAMES, ROLE_PORTS, memory_mb, role_of, worker_cores
+from .probes import health_check_passes
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 # What each role logs once it is ready (see logwatch.py); the HTTP probes below
@@ -213,12 +214,7 @@ class LocalBackend(Backend):
         ports = {int(k): v for k, v in instance.info.get("ports", {}).items()}
         host = self.config.connect_host
         if container.health_check is not None:
-            hc = container.health_check
-            port = ports.get(hc.port, hc.port)
-            if hc.type == "http":
-                code = await get_status(f"http://{host}:{port}{hc.path}")
-                return code is not None and code < 500
-            return await asyncio.to_thread(port_accepts, host, port)
+            return await health_check_passes(container.health_check, host, ports)
         log = instance.info.get("log")
         real_livy = role == "livy" and instance.info.get("livy_home")
         if role in READY_LINES and log and Path(str(log)).exists() and not real_livy:
