@@ -22,5 +22,5 @@ async def get_status(url: str, timeout: float = 2.0) -> int | None:
             url, request_timeout=timeout, connect_timeout=timeout, raise_error=False
         )
         return response.code if response.code != 599 else None
-    except OSError:
+    except (HTTPClientError, OSError):  # e.g. the stream closed before a response
         return None

@@ -114,6 +114,9 @@ class Orchestrator:
         except StartFailed as e:
             self.set_state(inst, "failed", str(e))
             raise LaunchFailed(f"{inst.name}: {e}") from e
+        except Exception as e:  # noqa: BLE001 - a backend bug must still fail this instance visibly
+            self.set_state(inst, "failed", f"{type(e).__name__}: {e}")
+            raise LaunchFailed(f"{inst.name}: {type(e).__name__}: {e}") from e
         inst.endpoints, inst.info = started.endpoints, started.info
         self.on_change(self.record, inst)
         timeout = container.health_check.timeout_seconds if container.health_check else self.start_timeout
@@ -124,7 +127,12 @@ class Orchestrator:
                 reason = self._reason(inst, status)
                 self.set_state(inst, "failed", reason)
                 raise LaunchFailed(f"{inst.name}: {reason}")
-            if await self.backend.ready(self.record, container, inst):
+            try:
+                ready = await self.backend.ready(self.record, container, inst)
+            except Exception as e:  # noqa: BLE001 - a probe that raises is a probe that failed
+                log.debug("readiness probe of %s raised %s", inst.name, e)
+                ready = False
+            if ready:
                 break
             if time.monotonic() > deadline:
                 reason = self._reason(inst, f"not ready after {timeout:g} s")

@@ -76,8 +76,8 @@ def container_state(desired: int, instances: list[Instance]) -> str:
 def appliance_state(states: list[str]) -> str:
     if "failed" in states:
         return "failed"
-    if all(s == "killed" for s in states):
-        return "killed"
+    if "killed" in states:
+        return "killed"  # a container was stopped (or is being torn down): not a whole appliance
     progressing = [s for s in states if s in _PROGRESS]
     if not progressing:
         return "success"
