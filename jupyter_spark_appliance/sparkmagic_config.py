@@ -88,8 +88,9 @@ class SparkmagicConfig:
 
     def write(self, appliance_id: str, url: str, username: str = "", password: str = "") -> str | None:
         """Point every kernel at ``url``; returns a warning for the user, if any."""
+        existed = self.path.exists()
         data, warning = self._read()
-        if self.path.exists() and warning is None:
+        if existed and warning is None:
             shutil.copy2(self.path, self.path.with_name(self.path.name + ".bak"))
         previous = {k: data.get(k) for k in CREDENTIAL_KEYS}
         for key in CREDENTIAL_KEYS:
@@ -98,7 +99,9 @@ class SparkmagicConfig:
             data[key] = merged
         atomic_write_json(self.path, data)
         entries = [e for e in self._entries() if e.get("appliance") != appliance_id]
-        entries.append({"appliance": appliance_id, "url": url, "previous": previous})
+        # Whether the file was ours to begin with is a fact of the bottom of the stack.
+        created = bool(entries[0].get("created_file")) if entries else not existed
+        entries.append({"appliance": appliance_id, "url": url, "previous": previous, "created_file": created})
         atomic_write_json(self.sidecar, entries)
         return warning
 
@@ -112,6 +115,7 @@ class SparkmagicConfig:
         if index < len(entries):
             # Not the newest: the next entry should restore to what this one found.
             entries[index]["previous"] = entry["previous"]
+            entries[index]["created_file"] = entry.get("created_file", False)
             atomic_write_json(self.sidecar, entries)
             return False
         data, warning = self._read()
@@ -125,7 +129,12 @@ class SparkmagicConfig:
                     data.pop(key, None)
                 else:
                     data[key] = prev
-            atomic_write_json(self.path, data)
+            if not data and entry.get("created_file") and not entries:
+                # We made the file (and so every backup of it): leave none behind.
+                self.path.unlink(missing_ok=True)
+                self.path.with_name(self.path.name + ".bak").unlink(missing_ok=True)
+            else:
+                atomic_write_json(self.path, data)
             restored = True
         if entries:
             atomic_write_json(self.sidecar, entries)

@@ -53,11 +53,24 @@ def test_restore_leaves_a_url_the_user_changed(sparkmagic_conf_dir):
     assert json.loads(config.path.read_text())["kernel_python_credentials"]["url"] == "http://edited-by-user:8998"
 
 
-def test_restore_without_previous_file_removes_our_keys(sparkmagic_conf_dir):
+def test_restore_removes_a_file_we_created(sparkmagic_conf_dir):
     config = SparkmagicConfig()
     config.write("one", "http://127.0.0.1:1111")
+    config.write("two", "http://127.0.0.1:2222")
+    assert config.restore("two") and config.current_url() == "http://127.0.0.1:1111"
     assert config.restore("one")
-    assert json.loads(config.path.read_text()) == {}
+    assert not config.path.exists()
+    assert list(sparkmagic_conf_dir.iterdir()) == []
+
+
+def test_restore_keeps_keys_the_user_added_to_a_file_we_created(sparkmagic_conf_dir):
+    config = SparkmagicConfig()
+    config.write("one", "http://127.0.0.1:1111")
+    data = json.loads(config.path.read_text())
+    data["wait_for_idle_timeout_seconds"] = 30
+    config.path.write_text(json.dumps(data))
+    assert config.restore("one")
+    assert json.loads(config.path.read_text()) == {"wait_for_idle_timeout_seconds": 30}
 
 
 def test_corrupt_file_is_kept_as_backup_and_reported(sparkmagic_conf_dir):
