@@ -170,9 +170,6 @@ class EventsHandler(BaseHandler):
     def _send(self, event: dict[str, Any]) -> None:
         self.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n")
 
-    def on_connection_close(self) -> None:
-        self.manager  # noqa: B018 - nothing to do; the loop sees StreamClosedError
-
 
 class GraphHandler(BaseHandler):
     @web.authenticated

@@ -17,7 +17,7 @@ from .backends.base import Backend, BackendUnavailable
 from .model import make_appliance_model
 from .orchestrator import Orchestrator
 from .spec import Appliance, Problem, SpecError, parse_appliance
-from .state import LIVE_STATES, ApplianceRecord, Instance
+from .state import ApplianceRecord, Instance
 from .store import Store
 from .templates import render_template
 
@@ -295,6 +295,3 @@ class ApplianceManager:
 
     def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
         self._subscribers.discard(queue)
-
-    def is_live(self, record: ApplianceRecord) -> bool:
-        return any(i.state in LIVE_STATES for i in record.all_instances())

@@ -215,6 +215,6 @@ class Orchestrator:
         if not candidates:
             return
         statuses = await asyncio.to_thread(lambda: [self.backend.exit_status(i) for i in candidates])
-        for inst, status in zip(candidates, statuses):
+        for inst, status in zip(candidates, statuses, strict=True):
             if status is not None and inst.state == "running" and (inst.container, inst.index) not in self._stopping:
                 self.set_state(inst, "failed", self._reason(inst, status))

@@ -168,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             replies.send(event="error", sid=sid, error=f"{type(e).__name__}: {e}")
     try:
         root.stop()
-    finally:
-        return 0
+    except Exception:  # noqa: BLE001 - exiting anyway; the log has it
+        traceback.print_exc()
+    return 0
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def table_bundle(value: Any) -> dict[str, Any]:
              for i in range(len(names))]
     text = "\n".join(["\t".join(names)] + ["\t".join("" if v is None else str(v) for v in row) for row in data])
     return {
-        TABLE_MIME: {"headers": [{"name": n, "type": t} for n, t in zip(names, types)], "data": data},
+        TABLE_MIME: {"headers": [{"name": n, "type": t} for n, t in zip(names, types, strict=True)], "data": data},
         "text/plain": text,
     }
 
