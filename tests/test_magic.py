@@ -104,3 +104,21 @@ async def test_widget_stop_button_stops_the_appliance(api, kernel_env):
     assert "BEFORE True none" in out[0], out  # no worker container: no slider
     assert "AFTER stopped | <b>wstop</b>: stopped" in out[0], out
     assert (await api.call("GET", "appliance/wstop"))[0] == 404
+
+
+async def test_cell_magic_launches_the_cells_appliance(api, kernel_env):
+    spec = json.dumps({"id": "from-cell", "containers": [
+        {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},
+         "ports": [{"container_port": 8080, "name": "spark-ui"}, {"container_port": 7077}]}]}, indent=1)
+    out = await run_kernel_process("python3", [
+        "%load_ext jupyter_spark_appliance",
+        f"%%spark_appliance up\n{spec}",
+        "%spark_appliance endpoints",
+        "%spark_appliance logs spark-master --tail 5",
+        "%spark_appliance down",
+    ], env=kernel_env)
+    assert "spark-master:running" in out[1], out[1]
+    assert "spark-master[0] spark-ui 127.0.0.1:" in out[2] and "(container port 8080/tcp) http://127.0.0.1:" in out[2]
+    assert "==> spark-master-0 (running) <==" in out[3]
+    assert "from-cell stopped and removed" in out[4]
+    assert (await api.call("GET", "appliance/from-cell"))[0] == 404
