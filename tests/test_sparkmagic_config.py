@@ -91,6 +91,7 @@ def test_a_kill_mid_write_leaves_old_or_new_never_partial(sparkmagic_conf_dir):
     writer = textwrap.dedent("""
         import sys
         from jupyter_spark_appliance.sparkmagic_config import SparkmagicConfig
+        print("go", flush=True)
         n = 0
         while True:
             SparkmagicConfig().write("a%d" % n, "http://127.0.0.1:%d" % (1000 + n % 50000))
@@ -98,7 +99,8 @@ def test_a_kill_mid_write_leaves_old_or_new_never_partial(sparkmagic_conf_dir):
     """)
     seen_urls = set()
     for delay in [0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7]:
-        proc = subprocess.Popen([sys.executable, "-c", writer], env=os.environ.copy())
+        proc = subprocess.Popen([sys.executable, "-c", writer], env=os.environ.copy(), stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"go"  # imported: the kill lands among writes
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
