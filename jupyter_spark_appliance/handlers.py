@@ -147,6 +147,7 @@ class EventsHandler(BaseHandler):
         self.set_header("X-Accel-Buffering", "no")
         queue = self.manager.subscribe()
         try:
+            self.write(": connected\n\n")  # a comment: clients know they are subscribed
             for record in list(self.manager.records.values()):
                 if app_id is None or record.id == app_id:
                     self._send({"type": "snapshot", "id": record.id, "state": record.state,

@@ -177,9 +177,11 @@ async def test_failed_launch_cleans_up_and_reports(api, jp_fetch, appliance_data
          "args": ["@spark-master:7077"]}]}
     events: list[dict] = []
     buffer = b""
+    connected = asyncio.Event()
 
     def on_chunk(chunk: bytes) -> None:
         nonlocal buffer
+        connected.set()
         buffer += chunk
         while b"\n\n" in buffer:
             block, buffer = buffer.split(b"\n\n", 1)
@@ -189,7 +191,7 @@ async def test_failed_launch_cleans_up_and_reports(api, jp_fetch, appliance_data
 
     stream = asyncio.ensure_future(jp_fetch("spark-appliance", "events", streaming_callback=on_chunk,
                                             request_timeout=120, raise_error=False))
-    await asyncio.sleep(0.5)
+    await asyncio.wait_for(connected.wait(), 30)
     code, _ = await api.call("POST", "appliance", spec)
     assert code == 201
     model = await api.wait_state("broken", {"failed", "running"}, timeout=120)
