@@ -101,6 +101,11 @@ class SparkApplianceApp(ExtensionApp):
         help="What to do with containers labelled by this extension whose appliance no record knows "
              "(left by a crashed server): 'report' logs them, 'remove' deletes them.",
     )
+    event_stream_seconds = Float(
+        600.0, config=True,
+        help="Seconds after which the server ends an events stream; clients reconnect at once and get "
+             "a fresh snapshot (long-lived streams are otherwise cut at random by proxies). 0 = never.",
+    )
     write_sparkmagic_config = Bool(
         True, config=True,
         help="Write the Livy endpoint into Sparkmagic's config when an appliance's Livy is running "
@@ -169,7 +174,8 @@ class SparkApplianceApp(ExtensionApp):
         )
         if self.write_sparkmagic_config:
             self.manager.listeners.append(SparkmagicWiring())
-        self.settings.update({"spark_appliance_manager": self.manager})
+        self.settings.update({"spark_appliance_manager": self.manager,
+                              "spark_appliance_event_stream_seconds": self.event_stream_seconds})
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers())

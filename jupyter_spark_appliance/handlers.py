@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from importlib.resources import files
 from typing import Any
 
@@ -153,9 +154,12 @@ class EventsHandler(BaseHandler):
                     self._send({"type": "snapshot", "id": record.id, "state": record.state,
                                 "appliance": self.manager.model(record)})
             await self.flush()
-            while True:
+            limit = self.settings.get("spark_appliance_event_stream_seconds") or 0
+            deadline = time.monotonic() + limit if limit > 0 else None
+            while deadline is None or time.monotonic() < deadline:
+                wait = self.keepalive if deadline is None else max(0.0, min(self.keepalive, deadline - time.monotonic()))
                 try:
-                    event = await asyncio.wait_for(queue.get(), self.keepalive)
+                    event = await asyncio.wait_for(queue.get(), wait)
                 except asyncio.TimeoutError:
                     self.write(": keepalive\n\n")
                     await self.flush()
@@ -163,6 +167,9 @@ class EventsHandler(BaseHandler):
                 if app_id is None or event["id"] == app_id:
                     self._send(event)
                     await self.flush()
+            # Ending long streams on purpose keeps proxies from cutting them at random;
+            # EventSource reconnects and gets a fresh snapshot.
+            self.finish()
         except StreamClosedError:
             pass
         finally:

@@ -40,7 +40,9 @@ def lab(tmp_path_factory):
     for name in ("jupyter_server_config.py", "jupyter_lab_config.py"):
         (config / name).write_text(
             "c.LabApp.news_url = None\nc.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
-            "c.LabApp.expose_app_in_browser = True\n")
+            "c.LabApp.expose_app_in_browser = True\n"
+            # Streams end every 4 s, so the panel's reconnection runs many times in these tests.
+            "c.SparkApplianceApp.event_stream_seconds = 4\n")
     token, port = secrets.token_hex(12), allocate_port("127.0.0.1")
     data = tmp / "data"
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_DATA_DIR": str(data),
@@ -194,3 +196,27 @@ def test_palette_launcher_and_settings_are_registered(lab, page):
     page.wait_for_function("document.querySelector('.jp-SparkAppliance-form input[name=workers]').value === '3'",
                            timeout=30_000)
     assert form.locator('input[name="worker_memory"]').input_value() == "2048"
+
+
+def test_live_updates_survive_dropped_streams(lab, page):
+    """The server ends each events stream after 4 s here; the panel must reconnect and keep up."""
+    # Count the streams the page opens (EventSource's own retries reuse one object, so count
+    # (re)opens instead).
+    page.add_init_script("""window.__opens = 0; const Orig = window.EventSource;
+        window.EventSource = class extends Orig { constructor(...a) { super(...a);
+            this.addEventListener('open', () => window.__opens++); } };""")
+    page.reload()
+    page.locator('[data-id="jp-spark-appliance-sidebar"]').wait_for(timeout=60_000)
+    page.evaluate("window.jupyterapp.shell.activateById('jp-spark-appliance-sidebar')")
+    time.sleep(9)  # at least two streams end meanwhile
+    r = requests.post(f"{lab['base']}/spark-appliance/appliance", headers={"Authorization": f"token {lab['token']}"},
+                      json={"id": "relive", "containers": [
+                          {"id": "spark-master", "type": "service", "image": "spark-master",
+                           "resources": {"cpus": 1, "mem": 512},
+                           "ports": [{"container_port": 8080, "name": "spark-ui"}, {"container_port": 7077}]}]})
+    assert r.status_code == 201, r.text
+    card = page.locator('.jp-SparkAppliance-card[data-appliance-id="relive"]')
+    page.locator('.jp-SparkAppliance-card[data-appliance-id="relive"][data-state="running"]').wait_for(timeout=120_000)
+    requests.delete(f"{lab['base']}/spark-appliance/appliance/relive", headers={"Authorization": f"token {lab['token']}"})
+    card.wait_for(state="detached", timeout=60_000)  # the deletion arrives live too
+    assert page.evaluate("window.__opens") >= 3  # the first stream and at least two reconnections
