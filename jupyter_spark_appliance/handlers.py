@@ -148,7 +148,8 @@ class EventsHandler(BaseHandler):
         self.set_header("X-Accel-Buffering", "no")
         queue = self.manager.subscribe()
         try:
-            self.write(": connected\n\n")  # a comment: clients know they are subscribed
+            # A comment (clients know they are subscribed) and a 1 s reconnection delay.
+            self.write(": connected\nretry: 1000\n\n")
             for record in list(self.manager.records.values()):
                 if app_id is None or record.id == app_id:
                     self._send({"type": "snapshot", "id": record.id, "state": record.state,
