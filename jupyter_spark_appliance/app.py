@@ -6,6 +6,7 @@ per user-facing knob, each with help text shown by ``jupyter server --help-all``
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
@@ -18,10 +19,12 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Tuple, Unicode, d
 
 from . import __version__
 from .backends.docker import DockerBackend, DockerConfig
+from .cds import ClassDataSharing, record_archives
 from .backends.local import LocalBackend, LocalConfig
 from .backends.local_roles import DEFAULT_LOCAL_ROLES
 from .handlers import default_handlers
 from .manager import ApplianceManager
+from .spark_home import SparkNotFound, find_spark_home
 from .sparkmagic_wiring import SparkmagicWiring
 from .store import Store
 
@@ -76,6 +79,14 @@ class SparkApplianceApp(ExtensionApp):
         help="Record a class-data-sharing archive per Spark version for local masters and workers (the "
              "first instance records it when it stops) and start later JVMs from it: about twice as fast.",
     )
+    cds_dir = Unicode(
+        config=True, help="Where class-data-sharing archives live (default: next to data_dir).",
+    )
+    prepare_cds = Bool(
+        True, config=True,
+        help="When the server starts and the archives are missing, record them in the background with a "
+             "throwaway master and worker at nice 19, so that even the first launch starts fast.",
+    )
     template_defaults = Dict(
         default_value={}, config=True,
         help="Default parameters per template, e.g. {'spark-livy': {'workers': 2, 'worker_memory': 2048}}.",
@@ -112,6 +123,10 @@ class SparkApplianceApp(ExtensionApp):
              "(and restore the previous endpoint when it is deleted).",
     )
 
+    @default("cds_dir")
+    def _default_cds_dir(self) -> str:
+        return str(Path(self.data_dir).parent / "cds")
+
     @default("livy_home")
     def _default_livy_home(self) -> str:
         return os.environ.get("LIVY_HOME", "")
@@ -135,7 +150,7 @@ class SparkApplianceApp(ExtensionApp):
             roles=dict(self.local_roles),
             daemon_java_opts=self.daemon_java_opts,
             python=sys.executable,
-            cds_dir=Path(self.data_dir).parent / "cds" if self.class_data_sharing else None,
+            cds_dir=Path(self.cds_dir) if self.class_data_sharing else None,
         )
         return LocalBackend(config, self.store.dir)
 
@@ -182,6 +197,23 @@ class SparkApplianceApp(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await self.manager.ensure_started()
+        if self.class_data_sharing and self.prepare_cds:
+            self._cds_task = asyncio.ensure_future(self._prepare_cds())
+
+    async def _prepare_cds(self) -> None:
+        try:
+            spark_home = find_spark_home(self.spark_home)
+        except SparkNotFound:
+            return
+        cds = ClassDataSharing(Path(self.cds_dir))
+        try:
+            recorded = await asyncio.to_thread(record_archives, cds, spark_home, self.daemon_java_opts,
+                                               Path(self.cds_dir) / "recording")
+        except Exception as e:  # noqa: BLE001 - an optimisation: log and carry on without it
+            self.log.warning("Could not record class-data-sharing archives: %s", e)
+            return
+        if recorded:
+            self.log.info("Recorded class-data-sharing archives for %s in %s", ", ".join(recorded), self.cds_dir)
 
     async def stop_extension(self) -> None:
         await self.manager.shutdown()

@@ -78,3 +78,70 @@ class ClassDataSharing:
         else:
             tmp_path.unlink(missing_ok=True)
         Path(str(lock)).unlink(missing_ok=True)
+
+
+def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, workdir: Path,
+                    timeout: float = 180.0) -> list[str]:
+    """Record the master and worker archives with a throwaway pair of JVMs at nice 19.
+
+    Run once in the background when a server starts and the archives are missing, so
+    that even the first appliance a user launches starts from them. Returns the roles
+    recorded. A user launch meanwhile is not slowed: it finds the roles locked and
+    starts without CDS (and the niced JVMs yield the CPU to it).
+    """
+    import signal
+    import subprocess
+
+    from .logwatch import LogWatcher
+    from .ports import allocate_port
+
+    plans = {role: cds.java_opts(role, spark_home) for role in ("spark-master", "spark-worker")}
+    recording = [role for role, (opts, _) in plans.items() if opts.startswith("-XX:ArchiveClassesAtExit")]
+    if not recording:
+        for _, info in plans.values():
+            ClassDataSharing.finish(info)
+        return []
+    workdir.mkdir(parents=True, exist_ok=True)
+    spark_class = str(spark_home / "bin" / "spark-class")
+    port, ui = allocate_port("127.0.0.1"), allocate_port("127.0.0.1")
+    base_env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"}
+    commands = {
+        "spark-master": [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                         "--port", str(port), "--webui-port", str(ui)],
+        "spark-worker": [spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
+                         "--host", "127.0.0.1", "--port", "0", "--webui-port", "0", "--cores", "1",
+                         "--memory", "256M", "--work-dir", str(workdir / "work")],
+    }
+    ready = {"spark-master": b"New state: ALIVE", "spark-worker": b"Successfully registered with master"}
+    watcher = LogWatcher()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for role in ("spark-master", "spark-worker"):
+            opts = plans[role][0] if not plans[role][0].startswith("-XX:SharedArchiveFile") else ""
+            env = {**base_env, "SPARK_DAEMON_JAVA_OPTS": f"{java_opts} {opts}".strip()}
+            log = workdir / f"{role}.log"
+            with open(log, "wb") as out:
+                procs[role] = subprocess.Popen(commands[role], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                os.setpriority(os.PRIO_PROCESS, procs[role].pid, 19)  # before spark-class execs the JVM
+            except OSError:
+                pass
+            deadline = time.monotonic() + timeout
+            while not watcher.seen(log, ready[role]):
+                if procs[role].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{role} did not start; see {log}")
+                time.sleep(0.2)
+        return recording
+    finally:
+        for role in ("spark-worker", "spark-master"):
+            proc = procs.get(role)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(60)  # the archive is written as the JVM exits
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for _, info in plans.values():
+            ClassDataSharing.finish(info)

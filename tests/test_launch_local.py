@@ -299,3 +299,21 @@ async def test_delete_during_launch_stops_what_started(api, appliance_data_dir):
         except psutil.Error:
             continue
     assert leftovers == []
+
+
+def test_archives_are_recorded_in_the_background_before_any_launch(tmp_path):
+    from jupyter_spark_appliance.cds import ClassDataSharing, record_archives
+    from jupyter_spark_appliance.spark_home import find_spark_home
+
+    cds = ClassDataSharing(tmp_path / "cds")
+    home = find_spark_home()
+    assert record_archives(cds, home, "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC", tmp_path / "rec") == [
+        "spark-master", "spark-worker"]
+    for role in ("spark-master", "spark-worker"):
+        archive = cds.archive(role, home)
+        assert archive.stat().st_size > 1_000_000
+        assert cds.java_opts(role, home)[0] == f"-XX:SharedArchiveFile={archive} -Xshare:auto"
+    assert not list((tmp_path / "cds").glob("*.tmp.jsa")) and not list((tmp_path / "cds").glob("*.recording"))
+    assert record_archives(cds, home, "", tmp_path / "rec") == []  # nothing left to record
+    # The throwaway JVMs are gone.
+    assert [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "rec") in " ".join(p.info["cmdline"] or [])] == []
