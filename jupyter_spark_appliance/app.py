@@ -19,9 +19,9 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Tuple, Unicode, d
 
 from . import __version__
 from .backends.docker import DockerBackend, DockerConfig
-from .cds import ClassDataSharing, record_archives
 from .backends.local import LocalBackend, LocalConfig
 from .backends.local_roles import DEFAULT_LOCAL_ROLES
+from .cds import ClassDataSharing, record_archives
 from .handlers import default_handlers
 from .manager import ApplianceManager
 from .spark_home import SparkNotFound, find_spark_home
@@ -76,8 +76,9 @@ class SparkApplianceApp(ExtensionApp):
     )
     class_data_sharing = Bool(
         True, config=True,
-        help="Record a class-data-sharing archive per Spark version for local masters and workers (the "
-             "first instance records it when it stops) and start later JVMs from it: about twice as fast.",
+        help="Start local masters and workers from class-data-sharing archives, one per Spark version and "
+             "JDK (recorded in the background, see prepare_cds, or by the first JVM of a role when it stops): "
+             "about twice as fast.",
     )
     cds_dir = Unicode(
         config=True, help="Where class-data-sharing archives live (default: next to data_dir).",
@@ -162,8 +163,7 @@ class SparkApplianceApp(ExtensionApp):
             owner=self.manager.owner,
             roles=dict(self.local_roles),
         )
-        backend = DockerBackend(config, self.store.dir)
-        backend.available()
+        backend = DockerBackend(config, self.store.dir)  # its client (and so the ping) comes with first use
         known = set(self.manager.records)
         found = backend.remove_leftovers(known) if self.docker_leftovers == "remove" else backend.leftovers(known)
         for app_id, names in found.items():

@@ -15,8 +15,8 @@ from typing import Any
 
 from .backends.base import Backend, BackendUnavailable
 from .model import make_appliance_model
-from .orchestrator import Orchestrator
-from .spec import Appliance, Problem, SpecError, parse_appliance
+from .orchestrator import LaunchFailed, Orchestrator
+from .spec import Appliance, Container, Problem, SpecError, parse_appliance
 from .state import ApplianceRecord, Instance
 from .store import Store
 from .templates import render_template
@@ -109,16 +109,12 @@ class ApplianceManager:
         self.store.save(record)
         log.info("Re-adopted appliance %s (%s)", record.id, record.state)
 
-    async def _await_ready(self, orch: Orchestrator, container: Any, inst: Instance) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if orch.backend.exit_status(inst) is not None:
-                break
-            if await orch.backend.ready(orch.record, container, inst):
-                orch.set_state(inst, "running")
-                return
-            await asyncio.sleep(1)
-        orch.set_state(inst, "failed", "did not become ready after the server restarted")
+    @staticmethod
+    async def _await_ready(orch: Orchestrator, container: Container, inst: Instance) -> None:
+        try:
+            await orch.wait_ready(container, inst)
+        except LaunchFailed:
+            pass  # the instance is failed, with its reason
 
     async def _watch(self) -> None:
         while True:
@@ -275,6 +271,8 @@ class ApplianceManager:
                 log.exception("appliance listener failed")
 
     def _emit(self, record: ApplianceRecord, inst: Instance | None, kind: str) -> None:
+        if not self._subscribers:
+            return  # building the model costs a topological sort; nobody would read it
         event: dict[str, Any] = {"type": kind, "id": record.id, "time": time.time(),
                                  "state": record.state if kind != "deleted" else "deleted"}
         if inst is not None:

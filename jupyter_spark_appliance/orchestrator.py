@@ -119,6 +119,13 @@ class Orchestrator:
             raise LaunchFailed(f"{inst.name}: {type(e).__name__}: {e}") from e
         inst.endpoints, inst.info = started.endpoints, started.info
         self.on_change(self.record, inst)
+        await self.wait_ready(container, inst)
+
+    async def wait_ready(self, container: Container, inst: Instance) -> None:
+        """Probe until ready (then ``running``), or fail the instance and raise LaunchFailed.
+
+        Shared by a launch, a scale and a re-adoption after a server restart.
+        """
         timeout = container.health_check.timeout_seconds if container.health_check else self.start_timeout
         deadline = time.monotonic() + timeout
         while True:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..httpjson import get_json, get_status
-from ..plan import resolve_container
+from ..plan import AddressOf, address_map_resolver, resolve_container
 from ..ports import port_accepts
 from ..spec import Appliance, Container, Problem
 from ..state import ApplianceRecord, Endpoint, Instance
@@ -75,7 +75,8 @@ class DockerBackend(Backend):
         try:
             import docker
 
-            client = self._client_factory() if self._client_factory else docker.from_env(timeout=30)
+            client = self._client or (self._client_factory() if self._client_factory
+                                      else docker.from_env(timeout=30))
             client.ping()
         except Exception as e:  # noqa: BLE001 - any failure means "no engine here"
             raise BackendUnavailable(
@@ -133,7 +134,7 @@ class DockerBackend(Backend):
 
         name = container_name(record.id, container.id, instance.index)
         host_mode = container.network_mode == "host"
-        resolved = resolve_container(container, self._resolver(record, host_mode))
+        resolved = resolve_container(container, self._address_of(record, host_mode))
         env = dict(resolved.env)
         role = role_of(container, self.config.roles) if container.image in PROJECT_IMAGES else None
         if role == "spark-worker":
@@ -210,22 +211,22 @@ class DockerBackend(Backend):
         if stale.labels.get(f"{LABEL}.appliance"):
             stale.remove(force=True)  # ours, from a crashed server: safe to replace
 
-    def _resolver(self, record: ApplianceRecord, host_mode: bool):  # noqa: ANN202
-        def address_of(target: str, port: int | None) -> str:
-            peers = [i for i in record.instances.get(target, []) if i.info]
-            if not peers:
-                raise StartFailed(f"@{target} is not running")
-            target_c = record.appliance.container(target)
-            peer_host_mode = target_c is not None and target_c.network_mode == "host"
-            if host_mode or peer_host_mode:
-                host = "127.0.0.1"
-                if port is None:
-                    return host
-                return f"{host}:{peers[0].info['ports'].get(str(port), port)}"
-            host = str(peers[0].info["name"])
-            return host if port is None else f"{host}:{port}"
-
-        return address_of
+    @staticmethod
+    def _address_of(record: ApplianceRecord, host_mode: bool) -> AddressOf:
+        """``@id`` -> its container name on the appliance network (its port unchanged), or
+        127.0.0.1 and the published port when either side uses the host's network."""
+        hosts: dict[str, str] = {}
+        ports: dict[tuple[str, int], int] = {}
+        for target in record.appliance.containers:
+            started = next((i for i in record.instances.get(target.id, []) if i.info), None)
+            if started is None:
+                continue
+            via_host = host_mode or target.network_mode == "host"
+            hosts[target.id] = "127.0.0.1" if via_host else str(started.info["name"])
+            for p in target.ports:
+                published = started.info["ports"].get(str(p.container_port), p.container_port)
+                ports[target.id, p.container_port] = published if via_host else p.container_port
+        return address_map_resolver(hosts, ports)
 
     async def ready(self, record: ApplianceRecord, container: Container, instance: Instance) -> bool:
         ports = {int(k): v for k, v in instance.info.get("ports", {}).items()}

@@ -25,7 +25,7 @@ import psutil
 from ..cds import ClassDataSharing
 from ..httpjson import get_json, get_status
 from ..logwatch import LogWatcher
-from ..plan import resolve_container
+from ..plan import AddressOf, address_map_resolver, resolve_container
 from ..ports import allocate_port, port_accepts, release_port
 from ..spec import Appliance, Container, Problem
 from ..spark_home import SparkNotFound, find_spark_home
@@ -114,7 +114,7 @@ class LocalBackend(Backend):
                 if meaning == "ui":
                     endpoints.append(Endpoint(self.config.connect_host, ports[cport], cport, "tcp",
                                               PORT_NAMES.get((role, cport))))
-        resolved = resolve_container(container, _resolver(record))
+        resolved = resolve_container(container, _address_of(record, self.config.connect_host))
         base = self.workdir(record.id)
         logs = base / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -276,7 +276,8 @@ class LocalBackend(Backend):
             if isinstance(pid, int) and self.exit_status(instance) is None:
                 await asyncio.to_thread(_stop_group, pid, self._children.get(pid))
         finally:
-            self._children.pop(pid, None) if isinstance(pid, int) else None
+            if isinstance(pid, int):
+                self._children.pop(pid, None)
             for port in instance.info.get("ports", {}).values():
                 release_port(int(port))
             ClassDataSharing.finish(instance.info)
@@ -291,21 +292,16 @@ class LocalBackend(Backend):
         self._children.clear()
 
 
-def _resolver(record: ApplianceRecord):
-    def address_of(target: str, port: int | None) -> str:
-        live = [i for i in record.instances.get(target, []) if i.endpoints or i.info]
-        if not live:
-            raise StartFailed(f"@{target} is not running")
-        inst = live[0]
-        host = inst.endpoints[0].host if inst.endpoints else "127.0.0.1"
-        if port is None:
-            return host
-        mapped = inst.info.get("ports", {}).get(str(port))
-        if mapped is None:
-            raise StartFailed(f"@{target}:{port}: no such port")
-        return f"{host}:{mapped}"
-
-    return address_of
+def _address_of(record: ApplianceRecord, host: str) -> AddressOf:
+    """``@id`` -> this host; ``@id:PORT`` -> the loopback port that instance got for PORT."""
+    hosts: dict[str, str] = {}
+    ports: dict[tuple[str, int], int] = {}
+    for cid, insts in record.instances.items():
+        started = next((i for i in insts if i.info), None)
+        if started is not None:
+            hosts[cid] = host
+            ports.update({(cid, int(k)): v for k, v in started.info.get("ports", {}).items()})
+    return address_map_resolver(hosts, ports)
 
 
 def _describe_exit(code: int) -> str:

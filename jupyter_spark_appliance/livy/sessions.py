@@ -65,6 +65,7 @@ class Statement:
     progress: float = 0.0
     started: int = 0
     completed: int = 0
+    sent: bool = False  # handed to the driver (it may still be waiting there)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "code": self.code, "state": self.state, "output": self.output,
@@ -268,15 +269,17 @@ class SessionManager:
                         stmt.output = {"status": "error", "execution_count": stmt.id,
                                        "ename": "InterpreterError",
                                        "evalue": f"the interpreter died: {driver.error}", "traceback": []}
-            self.drivers.get(driver.key, []).remove(driver) if driver in self.drivers.get(driver.key, []) else None
+            siblings = self.drivers.get(driver.key, [])
+            if driver in siblings:
+                siblings.remove(driver)
 
     def _pump(self, session: Session) -> None:
         """Send waiting statements once the session is open (FIFO per session)."""
         if session.driver is None:
             return
         for stmt in session.statements:
-            if stmt.state == "waiting" and not getattr(stmt, "_sent", False):
-                stmt._sent = True  # type: ignore[attr-defined]
+            if stmt.state == "waiting" and not stmt.sent:
+                stmt.sent = True
                 session.driver.send(op="execute", sid=session.id, statement=stmt.id, code=stmt.code, kind=stmt.kind)
         session.refresh_state()
 
@@ -356,7 +359,7 @@ class SessionManager:
     def cancel(self, session: Session, stmt: Statement) -> None:
         if stmt.state == "waiting":
             stmt.state, stmt.completed = "cancelled", now_ms()
-            if session.driver and getattr(stmt, "_sent", False):
+            if session.driver and stmt.sent:
                 session.driver.send(op="cancel", sid=session.id, statement=stmt.id)
         elif stmt.state == "running":
             stmt.state = "cancelling"
