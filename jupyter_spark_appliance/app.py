@@ -21,7 +21,7 @@ from . import __version__
 from .backends.docker import DockerBackend, DockerConfig
 from .backends.local import LocalBackend, LocalConfig
 from .backends.local_roles import DEFAULT_LOCAL_ROLES
-from .cds import ClassDataSharing, record_archives
+from .cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing, record_archives
 from .handlers import default_handlers
 from .manager import ApplianceManager
 from .spark_home import SparkNotFound, find_spark_home
@@ -70,7 +70,7 @@ class SparkApplianceApp(ExtensionApp):
              "(spark-master, spark-worker, livy). Decides how the local backend runs a container.",
     )
     daemon_java_opts = Unicode(
-        "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC", config=True,
+        FAST_DAEMON_JAVA_OPTS, config=True,
         help="SPARK_DAEMON_JAVA_OPTS for local master and worker JVMs (short-lived daemons start "
              "faster with the C1 compiler and the serial collector).",
     )

@@ -20,6 +20,11 @@ from pathlib import Path
 
 LOCK_STALE_SECONDS = 600
 
+#: SPARK_DAEMON_JAVA_OPTS for master and worker JVMs, local or in the image: daemons
+#: that start often and live briefly gain more from C1 and the serial collector than
+#: from C2's peak speed.
+FAST_DAEMON_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
 
 def java_binary() -> str:
     home = os.environ.get("JAVA_HOME")
@@ -46,13 +51,22 @@ class ClassDataSharing:
     def archive(self, role: str, spark_home: Path) -> Path:
         return self.cache_dir / f"{role}-{cache_key(spark_home)}.jsa"
 
+    def use_opts(self, role: str, spark_home: Path) -> str:
+        """Options that use an archive recorded earlier, or "" (never records one).
+
+        For JVMs whose exit this process cannot see, such as a container's PID 1
+        after ``exec``; they rely on an archive recorded beforehand (at image build).
+        """
+        archive = self.archive(role, spark_home)
+        return f"-XX:SharedArchiveFile={archive} -Xshare:auto" if self.enabled and archive.is_file() else ""
+
     def java_opts(self, role: str, spark_home: Path) -> tuple[str, dict[str, str]]:
         """Options for one JVM of ``role``, and facts for :meth:`finish` after it stops."""
         if not self.enabled:
             return "", {}
         archive = self.archive(role, spark_home)
         if archive.is_file():
-            return f"-XX:SharedArchiveFile={archive} -Xshare:auto", {}
+            return self.use_opts(role, spark_home), {}
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         lock = archive.with_suffix(".recording")
         try:

@@ -6,20 +6,49 @@ the same: ``args[0]`` is the master, as resolved by the orchestrator from
 ``@spark-master:7077``. Everything else comes from the environment the Docker
 backend sets (cores, memory). ``exec`` keeps the JVM as PID 1's replacement so
 ``docker stop`` reaches it directly.
+
+Because of that ``exec`` nothing is left to publish a class-data-sharing
+archive when the JVM exits, so the image records the archives while it is
+built (``--record-cds``, a throwaway master and worker) and every container
+starts from them.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
+
+from .cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing, record_archives
+
+
+def spark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent
 
 
 def spark_class() -> str:
-    import pyspark
+    return str(spark_home() / "bin" / "spark-class")
 
-    return str(Path(pyspark.__file__).parent / "bin" / "spark-class")
+
+def cds() -> ClassDataSharing:
+    return ClassDataSharing(Path(os.environ.get("JSA_CDS_DIR", "/opt/jsa/cds")))
+
+
+def record_cds() -> None:
+    """Record the master and worker archives into the image (run by the Dockerfile)."""
+    workdir = Path(tempfile.mkdtemp(prefix="jsa-cds-"))
+    try:
+        recorded = record_archives(cds(), spark_home(), FAST_DAEMON_JAVA_OPTS, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    missing = [r for r in ("spark-master", "spark-worker") if not cds().use_opts(r, spark_home())]
+    print(f"class-data-sharing archives recorded: {', '.join(recorded) or 'none'}; "
+          f"missing: {', '.join(missing) or 'none'}")
 
 
 def master_url(arg: str) -> str:
@@ -28,10 +57,15 @@ def master_url(arg: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--record-cds"]:
+        record_cds()
+        return
     role = os.environ.get("JSA_ROLE", "")
     host = socket.gethostname()
     env = dict(os.environ)
-    env.setdefault("SPARK_DAEMON_JAVA_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+    env.setdefault("SPARK_DAEMON_JAVA_OPTS", FAST_DAEMON_JAVA_OPTS)
+    if role in ("spark-master", "spark-worker"):
+        env["SPARK_DAEMON_JAVA_OPTS"] = f"{env['SPARK_DAEMON_JAVA_OPTS']} {cds().use_opts(role, spark_home())}".strip()
     if role == "spark-master":
         env["SPARK_MASTER_OPTS"] = (env.get("SPARK_MASTER_OPTS", "") + " -Dspark.master.rest.enabled=false").strip()
         argv_ = [spark_class(), "org.apache.spark.deploy.master.Master", "--host", host,

@@ -64,8 +64,10 @@ def build_images(base: str = DEFAULT_BASE, log: Callable[[str], None] = print, c
         built = {}
         for role in ROLES:
             tag = DEFAULT_IMAGES[role]
+            previous = None
             try:
-                if client.images.get(tag).labels.get("jupyter-spark-appliance.inputs") == digest:
+                previous = client.images.get(tag)
+                if previous.labels.get("jupyter-spark-appliance.inputs") == digest:
                     log(f"{tag} is up to date")
                     built[role] = tag
                     continue
@@ -79,7 +81,25 @@ def build_images(base: str = DEFAULT_BASE, log: Callable[[str], None] = print, c
                 if "error" in chunk:
                     raise RuntimeError(chunk["error"])
             built[role] = tag
+            if previous is not None:
+                _remove_replaced(client, previous.id, tag, log)
         return built
+
+
+def _remove_replaced(client, image_id: str, tag: str, log: Callable[[str], None]) -> None:  # noqa: ANN001
+    """Drop the image a rebuild replaced, so rebuilds do not pile up 1.6 GB untagged images.
+
+    Only when nothing else tags it; one that a container still uses stays (Docker refuses).
+    """
+    import docker
+
+    try:
+        if client.images.get(image_id).tags:
+            return
+        client.images.remove(image_id, noprune=False)
+        log(f"removed the previous {tag} ({image_id[7:19]})")
+    except docker.errors.APIError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -179,3 +179,30 @@ async def test_cmd_env_references_and_volumes_are_honoured(api, engine, tmp_path
     assert probe.attrs["HostConfig"]["NanoCpus"] == 500_000_000
     assert (await api.call("DELETE", "appliance/plumbing"))[0] == 204
     assert ours(engine, "plumbing") == ([], [])
+
+
+def test_master_and_worker_start_from_the_images_class_data_sharing_archives(engine):
+    # The JVM's own class-loading log says where each class came from; "shared objects
+    # file (top)" is the dynamic archive that the image recorded while it was built.
+    import time
+
+    network = engine.networks.create("jsa-cds-check", driver="bridge")
+    logging_opts = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xlog:class+load=info:file=/tmp/class-load.log"
+    started = []
+    try:
+        for role, args, ready in (("spark-master", [], "New state: ALIVE"),
+                                  ("spark-worker", ["cds-check-master:7077"], "Successfully registered")):
+            c = engine.containers.run(DEFAULT_IMAGES[role], args, name=f"cds-check-{role.split('-')[1]}",
+                                      hostname=f"cds-check-{role.split('-')[1]}", network=network.name,
+                                      environment={"SPARK_DAEMON_JAVA_OPTS": logging_opts}, detach=True)
+            started.append(c)
+            deadline = time.monotonic() + 120
+            while ready not in c.logs().decode(errors="replace"):
+                assert time.monotonic() < deadline, c.logs().decode(errors="replace")[-2000:]
+                time.sleep(0.2)
+            code, out = c.exec_run(["sh", "-c", "grep -c 'shared objects file (top)' /tmp/class-load.log"])
+            assert code == 0 and int(out) > 1000, (role, out)
+    finally:
+        for c in started:
+            c.remove(force=True)
+        network.remove()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from ..cds import ClassDataSharing
+from ..cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
 from ..httpjson import get_json, get_status
 from ..logwatch import LogWatcher
 from ..plan import AddressOf, address_map_resolver, resolve_container
@@ -53,7 +53,7 @@ class LocalConfig:
     spark_home: str = ""
     livy_home: str = ""
     roles: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LOCAL_ROLES))
-    daemon_java_opts: str = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+    daemon_java_opts: str = FAST_DAEMON_JAVA_OPTS
     worker_daemon_memory: str = "256m"
     python: str = sys.executable
     extra_env: Mapping[str, str] = field(default_factory=dict)
