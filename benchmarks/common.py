@@ -49,8 +49,8 @@ def jupyter_server(*extra: str):
     # The server records class-data-sharing archives in the background when it starts
     # (cds.py); measure the steady state, as a user's second minute would see it.
     cds = tmp / "data" / "spark_appliance" / "cds"
-    deadline = time.monotonic() + 120
-    while len([p for p in cds.glob("*.jsa") if not p.name.endswith(".tmp.jsa")]) < 2 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 240
+    while len([p for p in cds.glob("*.jsa") if not p.name.endswith(".tmp.jsa")]) < 4 and time.monotonic() < deadline:
         time.sleep(0.5)
     try:
         yield session, base, tmp

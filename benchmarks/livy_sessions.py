@@ -21,7 +21,9 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from spark_fixtures import start_cluster  # noqa: E402
 
+from jupyter_spark_appliance.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing, record_archives  # noqa: E402
 from jupyter_spark_appliance.ports import allocate_port  # noqa: E402
+from jupyter_spark_appliance.spark_home import find_spark_home  # noqa: E402
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -54,60 +56,78 @@ def cold_get_or_create(master: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def measure_gateway(master_url: str, log_dir: Path, *extra: str) -> dict[str, float]:
+    port = allocate_port("127.0.0.1")
+    gateway = subprocess.Popen([sys.executable, "-m", "jupyter_spark_appliance.livy", "--master", master_url,
+                                "--port", str(port), "--log-dir", str(log_dir), *extra],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                requests.get(url + "/version", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        # First session while the warm driver may still be starting: what a user sees
+        # right after launch. Its first statement also waits for the first executor.
+        t0 = time.monotonic()
+        sid = requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"]
+        wait_idle(url, sid)
+        first_idle = time.monotonic() - t0
+        assert statement(url, sid, "spark.range(100).count()")["output"]["data"]["text/plain"] == "100"
+        first_result = time.monotonic() - t0
+        # A session once the driver is warm.
+        t1 = time.monotonic()
+        sid2 = requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"]
+        wait_idle(url, sid2)
+        warm_idle = time.monotonic() - t1
+        statement(url, sid2, "1 + 1")
+        warm_result = time.monotonic() - t1
+        requests.delete(f"{url}/sessions/{sid2}")
+        time.sleep(1)
+        rss_1 = tree_rss_mb(gateway.pid)
+        ids = [requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"] for _ in range(5)]
+        for s in ids:
+            wait_idle(url, s)
+            statement(url, s, "spark.range(10).count()")
+        time.sleep(1)
+        rss_6 = tree_rss_mb(gateway.pid)
+    finally:
+        gateway.terminate()
+        gateway.wait(60)
+    return {"first_idle": first_idle, "first_result": first_result, "warm_idle": warm_idle,
+            "warm_result": warm_result, "rss_1": rss_1, "rss_6": rss_6}
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="jsa-livy-bench-"))
     cluster = start_cluster(tmp / "cluster", workers=1)
     try:
         cold = cold_get_or_create(cluster.master_url)
-        port = allocate_port("127.0.0.1")
-        gateway = subprocess.Popen([sys.executable, "-m", "jupyter_spark_appliance.livy", "--master",
-                                    cluster.master_url, "--port", str(port), "--log-dir", str(tmp / "drivers")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            while True:
-                try:
-                    requests.get(url + "/version", timeout=1)
-                    break
-                except requests.ConnectionError:
-                    time.sleep(0.1)
-            # First session while the warm driver may still be starting: what a user sees
-            # right after launch.
-            t0 = time.monotonic()
-            sid = requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"]
-            wait_idle(url, sid)
-            first_idle = time.monotonic() - t0
-            assert statement(url, sid, "spark.range(100).count()")["output"]["data"]["text/plain"] == "100"
-            first_result = time.monotonic() - t0
-            # A session once the driver is warm.
-            t1 = time.monotonic()
-            sid2 = requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"]
-            wait_idle(url, sid2)
-            warm_idle = time.monotonic() - t1
-            statement(url, sid2, "1 + 1")
-            warm_result = time.monotonic() - t1
-            requests.delete(f"{url}/sessions/{sid2}")
-            time.sleep(1)
-            rss_1 = tree_rss_mb(gateway.pid)
-            ids = [requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"] for _ in range(5)]
-            for s in ids:
-                wait_idle(url, s)
-                statement(url, s, "spark.range(10).count()")
-            time.sleep(1)
-            rss_6 = tree_rss_mb(gateway.pid)
-        finally:
-            gateway.terminate()
-            gateway.wait(60)
+        plain = measure_gateway(cluster.master_url, tmp / "drivers-plain")
+        # What the server records in the background when it starts (cds.py).
+        cds_dir = tmp / "cds"
+        record_archives(ClassDataSharing(cds_dir), find_spark_home(), FAST_DAEMON_JAVA_OPTS, tmp / "rec",
+                        python=sys.executable)
+        archived = measure_gateway(cluster.master_url, tmp / "drivers-cds", "--cds-dir", str(cds_dir))
     finally:
         cluster.stop()
-    print("Livy gateway (sessions share a warm driver); seconds and MB")
-    print(f"{'cold SparkSession.getOrCreate (baseline)':<52} {cold:8.2f} s")
-    print(f"{'first session: POST -> idle (driver starting)':<52} {first_idle:8.2f} s")
-    print(f"{'first session: POST -> first result':<52} {first_result:8.2f} s")
-    print(f"{'warm driver: POST -> idle':<52} {warm_idle:8.2f} s  ({warm_idle / cold:.3f} x cold)")
-    print(f"{'warm driver: POST -> first result':<52} {warm_result:8.2f} s")
-    print(f"{'RSS gateway + drivers, 1 idle session':<52} {rss_1:8.0f} MB")
-    print(f"{'RSS gateway + drivers, 6 idle sessions':<52} {rss_6:8.0f} MB  (target < 2048)")
+    print("Livy gateway (sessions share a warm driver); seconds and MB, without and with the driver and")
+    print("executor class-data-sharing archives")
+    rows = [
+        ("first session: POST -> idle (driver starting)", "first_idle", "s"),
+        ("first session: POST -> first result", "first_result", "s"),
+        ("warm driver: POST -> idle", "warm_idle", "s"),
+        ("warm driver: POST -> first result", "warm_result", "s"),
+        ("RSS gateway + drivers, 1 idle session", "rss_1", "MB"),
+        ("RSS gateway + drivers, 6 idle sessions", "rss_6", "MB"),
+    ]
+    print(f"{'figure':<48} {'plain':>9} {'archives':>9}")
+    print(f"{'cold SparkSession.getOrCreate (baseline), s':<48} {cold:9.2f}")
+    for name, key, unit in rows:
+        print(f"{name + ', ' + unit:<48} {plain[key]:9.2f} {archived[key]:9.2f}")
+    print(f"warm idle / cold: {archived['warm_idle'] / cold:.3f}; 6 sessions target < 2048 MB")
 
 
 if __name__ == "__main__":

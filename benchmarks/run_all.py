@@ -69,9 +69,10 @@ NOTES = """## What makes it fast, and how to read the table
 - **JVM flags for short-lived daemons**: `-XX:TieredStopAtLevel=1 -XX:+UseSerialGC`
   (`c.SparkApplianceApp.daemon_java_opts`), heaps from `resources.mem`.
 - **Class-data-sharing archives** (`cds.py`): recorded once per Spark version and JDK, in the
-  background when the server starts (a throwaway master and worker at nice 19, ~15 s), or
-  else by the first master and worker when they stop; later JVMs start from them (a master
-  is ALIVE in about 1 s instead of about 2).
+  background when the server starts (a throwaway master, worker and PySpark application at
+  nice 19, about a minute), or else by the first master and worker when they stop; later JVMs
+  start from them (a master is ALIVE in about 1 s instead of about 2; the Livy gateway's
+  drivers and their executors start from theirs through `--cds-dir`).
 - **Readiness from log lines** (`logwatch.py`, 50 ms): "New state: ALIVE", "Successfully
   registered with master", the gateway's "listening" line, instead of probing HTTP.
 - **Parallel start**: every container starts as soon as its own dependencies run, so the

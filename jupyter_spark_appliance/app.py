@@ -76,9 +76,9 @@ class SparkApplianceApp(ExtensionApp):
     )
     class_data_sharing = Bool(
         True, config=True,
-        help="Start local masters and workers from class-data-sharing archives, one per Spark version and "
-             "JDK (recorded in the background, see prepare_cds, or by the first JVM of a role when it stops): "
-             "about twice as fast.",
+        help="Start local masters, workers, Livy drivers and their executors from class-data-sharing "
+             "archives, one per role, Spark version and JDK (recorded in the background, see prepare_cds, "
+             "or by the first master and worker when they stop): daemons start about twice as fast.",
     )
     cds_dir = Unicode(
         config=True, help="Where class-data-sharing archives live (default: next to data_dir).",
@@ -86,7 +86,8 @@ class SparkApplianceApp(ExtensionApp):
     prepare_cds = Bool(
         True, config=True,
         help="When the server starts and the archives are missing, record them in the background with a "
-             "throwaway master and worker at nice 19, so that even the first launch starts fast.",
+             "throwaway master, worker and PySpark application at nice 19, so that even the first launch "
+             "and its first Livy session start fast.",
     )
     template_defaults = Dict(
         default_value={}, config=True,
@@ -208,7 +209,7 @@ class SparkApplianceApp(ExtensionApp):
         cds = ClassDataSharing(Path(self.cds_dir))
         try:
             recorded = await asyncio.to_thread(record_archives, cds, spark_home, self.daemon_java_opts,
-                                               Path(self.cds_dir) / "recording")
+                                               Path(self.cds_dir) / "recording", sys.executable)
         except Exception as e:  # noqa: BLE001 - an optimisation: log and carry on without it
             self.log.warning("Could not record class-data-sharing archives: %s", e)
             return

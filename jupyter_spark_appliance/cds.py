@@ -94,14 +94,56 @@ class ClassDataSharing:
         Path(str(lock)).unlink(missing_ok=True)
 
 
-def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, workdir: Path,
-                    timeout: float = 180.0) -> list[str]:
-    """Record the master and worker archives with a throwaway pair of JVMs at nice 19.
+DAEMON_ROLES = ("spark-master", "spark-worker")
+#: A PySpark driver's JVM (started by spark-submit) and its executors' JVMs.
+APP_ROLES = ("spark-driver", "spark-executor")
 
-    Run once in the background when a server starts and the archives are missing, so
-    that even the first appliance a user launches starts from them. Returns the roles
-    recorded. A user launch meanwhile is not slowed: it finds the roles locked and
-    starts without CDS (and the niced JVMs yield the CPU to it).
+# A throwaway application that loads what a Livy session's first statements load:
+# the driver's start, Py4J, a shuffle, SQL and JSON rows (the gateway's %%sql path).
+RECORDING_JOB = """
+import sys
+from pyspark.sql import SparkSession
+master, driver_opts, executor_opts = sys.argv[1:4]
+builder = (SparkSession.builder.master(master).appName("jsa-cds-recording")
+           .config("spark.driver.memory", "512m").config("spark.executor.memory", "512m")
+           .config("spark.cores.max", "1").config("spark.ui.showConsoleProgress", "false"))
+for key, opts in (("spark.driver.extraJavaOptions", driver_opts), ("spark.executor.extraJavaOptions", executor_opts)):
+    if opts:
+        builder = builder.config(key, opts)
+spark = builder.getOrCreate()
+df = spark.range(1000).selectExpr("id % 7 AS k", "id AS v")
+assert len(df.groupBy("k").sum("v").collect()) == 7
+df.toJSON().take(1)
+spark.sql("SELECT 1 AS one").collect()
+spark.stop()
+"""
+
+
+def spark_app_conf(cds: ClassDataSharing, spark_home: Path) -> dict[str, str]:
+    """Spark conf that starts a driver and its executors from recorded archives (or {}).
+
+    A driver starts in about 4.5 s instead of 7.7 s from its archive, and the first
+    executor of a session runs its first task in about 2.2 s instead of 3.5 s.
+    """
+    conf = {}
+    for role, key in zip(APP_ROLES, ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")):
+        opts = cds.use_opts(role, spark_home)
+        if opts:
+            conf[key] = opts
+    return conf
+
+
+def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, workdir: Path,
+                    python: str | None = None, timeout: float = 180.0) -> list[str]:
+    """Record the missing archives with throwaway JVMs at nice 19; returns the roles recorded.
+
+    A master and a worker record theirs; with ``python`` (an interpreter with
+    pyspark), a small PySpark application on them also records the driver's and
+    its executor's. Run once in the background when a server starts and the
+    archives are missing (and while the image is built), so that even the first
+    appliance and the first session start from them. A user launch meanwhile is
+    not slowed: it finds the roles locked and starts without CDS, and the niced
+    JVMs yield the CPU to it.
     """
     import signal
     import subprocess
@@ -109,7 +151,8 @@ def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, wor
     from .logwatch import LogWatcher
     from .ports import allocate_port
 
-    plans = {role: cds.java_opts(role, spark_home) for role in ("spark-master", "spark-worker")}
+    roles = DAEMON_ROLES + (APP_ROLES if python else ())
+    plans = {role: cds.java_opts(role, spark_home) for role in roles}
     recording = [role for role, (opts, _) in plans.items() if opts.startswith("-XX:ArchiveClassesAtExit")]
     if not recording:
         for _, info in plans.values():
@@ -118,44 +161,79 @@ def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, wor
     workdir.mkdir(parents=True, exist_ok=True)
     spark_class = str(spark_home / "bin" / "spark-class")
     port, ui = allocate_port("127.0.0.1"), allocate_port("127.0.0.1")
+    master_url = f"spark://127.0.0.1:{port}"
     base_env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"}
     commands = {
         "spark-master": [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
                          "--port", str(port), "--webui-port", str(ui)],
-        "spark-worker": [spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
+        "spark-worker": [spark_class, "org.apache.spark.deploy.worker.Worker", master_url,
                          "--host", "127.0.0.1", "--port", "0", "--webui-port", "0", "--cores", "1",
-                         "--memory", "256M", "--work-dir", str(workdir / "work")],
+                         "--memory", "1g", "--work-dir", str(workdir / "work")],
     }
     ready = {"spark-master": b"New state: ALIVE", "spark-worker": b"Successfully registered with master"}
     watcher = LogWatcher()
     procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def lowest_priority(pid: int) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, 19)  # before the child starts its JVM, which inherits it
+        except OSError:
+            pass
+
     try:
-        for role in ("spark-master", "spark-worker"):
-            opts = plans[role][0] if not plans[role][0].startswith("-XX:SharedArchiveFile") else ""
+        for role in DAEMON_ROLES:
+            opts = plans[role][0]
             env = {**base_env, "SPARK_DAEMON_JAVA_OPTS": f"{java_opts} {opts}".strip()}
             log = workdir / f"{role}.log"
             with open(log, "wb") as out:
                 procs[role] = subprocess.Popen(commands[role], env=env, stdout=out, stderr=subprocess.STDOUT,
                                                stdin=subprocess.DEVNULL, start_new_session=True)
-            try:
-                os.setpriority(os.PRIO_PROCESS, procs[role].pid, 19)  # before spark-class execs the JVM
-            except OSError:
-                pass
+            lowest_priority(procs[role].pid)
             deadline = time.monotonic() + timeout
             while not watcher.seen(log, ready[role]):
                 if procs[role].poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{role} did not start; see {log}")
                 time.sleep(0.2)
+        if python and any(role in recording for role in APP_ROLES):
+            log = workdir / "spark-driver.log"
+            with open(log, "wb") as out:
+                argv = [python, "-c", RECORDING_JOB, master_url, plans["spark-driver"][0], plans["spark-executor"][0]]
+                job = subprocess.Popen(argv, env={**base_env, "SPARK_HOME": str(spark_home)}, stdout=out,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            lowest_priority(job.pid)
+            try:
+                if job.wait(timeout) != 0:
+                    raise RuntimeError(f"the recording application failed; see {log}")
+                # The driver's JVM outlives Python briefly: it exits when its stdin closes and
+                # writes its archive as it goes. Wait for the whole process group.
+                deadline = time.monotonic() + 60
+                while _group_alive(job.pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            finally:
+                if job.poll() is None or _group_alive(job.pid):
+                    os.killpg(job.pid, signal.SIGKILL)
+                    job.wait()
         return recording
     finally:
+        # The worker stops its executors first; every archive is written as its JVM exits.
         for role in ("spark-worker", "spark-master"):
             proc = procs.get(role)
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
-                    proc.wait(60)  # the archive is written as the JVM exits
+                    proc.wait(60)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
         for _, info in plans.values():
             ClassDataSharing.finish(info)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

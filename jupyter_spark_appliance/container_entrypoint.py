@@ -9,8 +9,9 @@ backend sets (cores, memory). ``exec`` keeps the JVM as PID 1's replacement so
 
 Because of that ``exec`` nothing is left to publish a class-data-sharing
 archive when the JVM exits, so the image records the archives while it is
-built (``--record-cds``, a throwaway master and worker) and every container
-starts from them.
+built (``--record-cds``: a throwaway master, worker and PySpark application)
+and every container starts from them: the daemons here, the Livy gateway's
+drivers and their executors through the gateway's ``--cds-dir``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing, record_archives
+from .cds import APP_ROLES, DAEMON_ROLES, FAST_DAEMON_JAVA_OPTS, ClassDataSharing, record_archives
 
 
 def spark_home() -> Path:
@@ -43,10 +44,10 @@ def record_cds() -> None:
     """Record the master and worker archives into the image (run by the Dockerfile)."""
     workdir = Path(tempfile.mkdtemp(prefix="jsa-cds-"))
     try:
-        recorded = record_archives(cds(), spark_home(), FAST_DAEMON_JAVA_OPTS, workdir)
+        recorded = record_archives(cds(), spark_home(), FAST_DAEMON_JAVA_OPTS, workdir, python=sys.executable)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    missing = [r for r in ("spark-master", "spark-worker") if not cds().use_opts(r, spark_home())]
+    missing = [r for r in DAEMON_ROLES + APP_ROLES if not cds().use_opts(r, spark_home())]
     print(f"class-data-sharing archives recorded: {', '.join(recorded) or 'none'}; "
           f"missing: {', '.join(missing) or 'none'}")
 
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit("livy needs the master URL as its first argument")
         argv_ = [sys.executable, "-m", "jupyter_spark_appliance.livy", "--master", master_url(args[0]),
                  "--host", "0.0.0.0", "--port", "8998", "--log-dir", "/tmp/livy-logs",
-                 "--conf", f"spark.driver.host={host}", "--conf", "spark.driver.bindAddress=0.0.0.0"]
+                 "--conf", f"spark.driver.host={host}", "--conf", "spark.driver.bindAddress=0.0.0.0",
+                 "--cds-dir", str(cds().cache_dir)]
     else:
         sys.exit(f"JSA_ROLE must be spark-master, spark-worker or livy, not {role!r}")
     os.execvpe(argv_[0], argv_, env)

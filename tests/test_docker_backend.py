@@ -87,6 +87,13 @@ async def test_spark_livy_on_docker(api, engine, appliance_data_dir):
     ok, out, _ = Command("spark.range(100).selectExpr('sum(id)').first()[0]").execute(
         controller.get_session_by_name_or_default("d"))
     assert ok and out.strip() == "4950", out
+    # The gateway's driver and its executor started from the image's archives: the kernel
+    # shows each archive mapped into the JVM (-Xshare:auto would silently skip a bad one).
+    for name, jvm, archive in (("dock-livy-0", "[S]parkSubmit", "spark-driver-"),
+                               ("dock-spark-worker-0", "[C]oarseGrainedExecutorBackend", "spark-executor-")):
+        code, found = engine.containers.get(name).exec_run(
+            ["sh", "-c", f"grep -c /opt/jsa/cds/{archive} /proc/$(pgrep -f '{jvm}' | head -1)/maps"])
+        assert code == 0 and int(found) > 0, (name, found)
     controller.delete_session_by_name("d")
 
     # Logs come from the engine.

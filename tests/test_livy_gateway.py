@@ -9,10 +9,13 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import requests
 
+from jupyter_spark_appliance.cds import APP_ROLES, FAST_DAEMON_JAVA_OPTS, ClassDataSharing, record_archives
 from jupyter_spark_appliance.ports import allocate_port
+from jupyter_spark_appliance.spark_home import find_spark_home
 
 from spark_fixtures import start_cluster
 
@@ -228,3 +231,35 @@ def test_basic_auth_and_csrf(cluster, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_drivers_and_executors_start_from_recorded_archives(tmp_path):
+    # What the server does in the background when it starts: record all four archives.
+    cds = ClassDataSharing(tmp_path / "cds")
+    home = find_spark_home()
+    recorded = record_archives(cds, home, FAST_DAEMON_JAVA_OPTS, tmp_path / "rec", python=sys.executable)
+    assert recorded == ["spark-master", "spark-worker", "spark-driver", "spark-executor"]
+    assert not list((tmp_path / "cds").glob("*.tmp.jsa")) and not list((tmp_path / "cds").glob("*.recording"))
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "rec") in " ".join(p.info["cmdline"] or [])]
+
+    # A cluster of its own: the module's cluster has its cores held by other tests' drivers.
+    cluster = start_cluster(tmp_path / "cluster")
+    proc, url = _start_gateway(cluster, tmp_path, "--no-warm", "--cds-dir", str(tmp_path / "cds"))
+    try:
+        sid = requests.post(f"{url}/sessions", json={"kind": "pyspark"}).json()["id"]
+        wait_session(url, sid)
+        assert run_statement(url, sid, "spark.range(100).count()")["output"]["data"]["text/plain"] == "100"
+        # The driver's JVM and its executor's JVM were started with their archive, and the
+        # kernel shows the archive mapped into each (-Xshare:auto would silently skip a bad one).
+        for role in APP_ROLES:
+            archive = str(cds.archive(role, home))
+            jvms = [p for p in psutil.process_iter(["cmdline"])
+                    if f"-XX:SharedArchiveFile={archive}" in (p.info["cmdline"] or [])]
+            assert jvms, role
+            for jvm in jvms:
+                assert archive in {m.path for m in jvm.memory_maps()}, role
+        requests.delete(f"{url}/sessions/{sid}")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        cluster.stop()

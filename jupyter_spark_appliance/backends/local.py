@@ -180,6 +180,8 @@ class LocalBackend(Backend):
             return self._real_livy(master_url, ports[8998], base, info)
         argv = [self.config.python, "-m", "jupyter_spark_appliance.livy", "--master", master_url,
                 "--host", host, "--port", str(ports[8998]), "--log-dir", str(base / "logs" / instance.name)]
+        if self.config.cds_dir is not None:
+            argv += ["--cds-dir", str(self.config.cds_dir)]
         return argv, {}, info
 
     def _real_livy(self, master_url: str, port: int, base: Path, info: dict[str, object]):

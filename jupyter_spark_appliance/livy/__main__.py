@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--username", default=os.environ.get("LIVY_GATEWAY_USERNAME", ""),
                    help="enable Basic auth with this user; the password is read from $LIVY_GATEWAY_PASSWORD")
     p.add_argument("--csrf", action="store_true", help="require X-Requested-By on non-GET requests")
+    p.add_argument("--cds-dir", default="",
+                   help="class-data-sharing archives for drivers and executors (see cds.py); none by default")
     return p.parse_args(argv)
 
 
@@ -56,6 +58,7 @@ async def serve(args: argparse.Namespace) -> None:
     manager = SessionManager(GatewayConfig(
         master=args.master, log_dir=log_dir, default_conf=conf, warm=not args.no_warm,
         max_sessions_per_driver=args.sessions_per_driver, idle_timeout=args.idle_timeout or None,
+        cds_dir=Path(args.cds_dir) if args.cds_dir else None,
     ))
     auth = None
     if args.username:

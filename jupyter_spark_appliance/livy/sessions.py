@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cds import ClassDataSharing, spark_app_conf
+from ..spark_home import SparkNotFound, find_spark_home
 from .driver import DriverProcess
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,7 @@ class GatewayConfig:
     warm: bool = True
     max_sessions_per_driver: int = 16
     idle_timeout: float | None = None
+    cds_dir: Path | None = None  # class-data-sharing archives for drivers and executors
 
 
 def driver_settings(request: dict[str, Any], defaults: dict[str, str]) -> dict[str, str]:
@@ -223,11 +226,22 @@ class SessionManager:
                 return driver
         self._driver_count += 1
         n = self._driver_count
-        driver = DriverProcess(key, self.config.master, conf, self.config.log_dir / f"driver-{n}.log",
+        # Archives are looked up per driver, so drivers started after the server's
+        # background recording finished use them; a session's own conf wins.
+        launch_conf = {**self._archive_conf(), **conf}
+        driver = DriverProcess(key, self.config.master, launch_conf, self.config.log_dir / f"driver-{n}.log",
                                self._on_driver_event, name=f"livy-gateway-{n}", nice=nice)
         self.drivers.setdefault(key, []).append(driver)
         log.info("started driver %d (pid %d) for %d conf keys", n, driver.pid, len(conf))
         return driver
+
+    def _archive_conf(self) -> dict[str, str]:
+        if self.config.cds_dir is None:
+            return {}
+        try:
+            return spark_app_conf(ClassDataSharing(self.config.cds_dir), find_spark_home())
+        except SparkNotFound:
+            return {}
 
     def _on_driver_event(self, driver: DriverProcess, event: dict[str, Any]) -> None:
         kind = event.get("event")
