@@ -21,7 +21,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from spark_fixtures import start_cluster  # noqa: E402
 
-from jupyter_spark_appliance.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing, record_archives  # noqa: E402
+from jupyter_spark_appliance.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing  # noqa: E402
+from jupyter_spark_appliance.cds_recording import record_archives  # noqa: E402
 from jupyter_spark_appliance.ports import allocate_port  # noqa: E402
 from jupyter_spark_appliance.spark_home import find_spark_home  # noqa: E402
 

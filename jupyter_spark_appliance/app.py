@@ -21,7 +21,8 @@ from . import __version__
 from .backends.docker import DockerBackend, DockerConfig
 from .backends.local import LocalBackend, LocalConfig
 from .backends.local_roles import DEFAULT_LOCAL_ROLES
-from .cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing, record_archives
+from .cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
+from .cds_recording import record_archives
 from .handlers import default_handlers
 from .manager import ApplianceManager
 from .spark_home import SparkNotFound, find_spark_home

@@ -23,7 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .cds import APP_ROLES, DAEMON_ROLES, FAST_DAEMON_JAVA_OPTS, ClassDataSharing, record_archives
+from .cds import APP_ROLES, DAEMON_ROLES, FAST_DAEMON_JAVA_OPTS, ClassDataSharing
+from .cds_recording import record_archives
 
 
 def spark_home() -> Path:

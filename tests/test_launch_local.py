@@ -302,7 +302,8 @@ async def test_delete_during_launch_stops_what_started(api, appliance_data_dir):
 
 
 def test_archives_are_recorded_in_the_background_before_any_launch(tmp_path):
-    from jupyter_spark_appliance.cds import ClassDataSharing, record_archives
+    from jupyter_spark_appliance.cds import ClassDataSharing
+    from jupyter_spark_appliance.cds_recording import record_archives
     from jupyter_spark_appliance.spark_home import find_spark_home
 
     cds = ClassDataSharing(tmp_path / "cds")

@@ -13,7 +13,8 @@ import psutil
 import pytest
 import requests
 
-from jupyter_spark_appliance.cds import APP_ROLES, FAST_DAEMON_JAVA_OPTS, ClassDataSharing, record_archives
+from jupyter_spark_appliance.cds import APP_ROLES, FAST_DAEMON_JAVA_OPTS, ClassDataSharing
+from jupyter_spark_appliance.cds_recording import record_archives
 from jupyter_spark_appliance.ports import allocate_port
 from jupyter_spark_appliance.spark_home import find_spark_home
 
