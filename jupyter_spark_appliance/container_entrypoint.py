@@ -42,7 +42,7 @@ def cds() -> ClassDataSharing:
 
 
 def record_cds() -> None:
-    """Record the master and worker archives into the image (run by the Dockerfile)."""
+    """Record the master, worker, driver and executor archives into the image (run by the Dockerfile)."""
     workdir = Path(tempfile.mkdtemp(prefix="jsa-cds-"))
     try:
         recorded = record_archives(cds(), spark_home(), FAST_DAEMON_JAVA_OPTS, workdir, python=sys.executable)
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     env.setdefault("SPARK_DAEMON_JAVA_OPTS", FAST_DAEMON_JAVA_OPTS)
     if role in ("spark-master", "spark-worker"):
-        env["SPARK_DAEMON_JAVA_OPTS"] = f"{env['SPARK_DAEMON_JAVA_OPTS']} {cds().use_opts(role, spark_home())}".strip()
+        archive_opts = cds().use_opts(role, spark_home())
+        env["SPARK_DAEMON_JAVA_OPTS"] = f"{env['SPARK_DAEMON_JAVA_OPTS']} {archive_opts}".strip()
     if role == "spark-master":
         env["SPARK_MASTER_OPTS"] = (env.get("SPARK_MASTER_OPTS", "") + " -Dspark.master.rest.enabled=false").strip()
         argv_ = [spark_class(), "org.apache.spark.deploy.master.Master", "--host", host,

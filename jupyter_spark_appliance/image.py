@@ -87,7 +87,7 @@ def build_images(base: str = DEFAULT_BASE, log: Callable[[str], None] = print, c
 
 
 def _remove_replaced(client, image_id: str, tag: str, log: Callable[[str], None]) -> None:  # noqa: ANN001
-    """Drop the image a rebuild replaced, so rebuilds do not pile up 1.6 GB untagged images.
+    """Drop the image a rebuild replaced, so rebuilds do not pile up untagged images of ~1.7 GB each.
 
     Only when nothing else tags it; one that a container still uses stays (Docker refuses).
     """
