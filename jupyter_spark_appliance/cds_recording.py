@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .cds import APP_ROLES, DAEMON_ROLES, ClassDataSharing
-from .logwatch import LogWatcher
+from .logwatch import READY_LINES, LogWatcher
 from .ports import allocate_port
 
 # A throwaway application that loads what a Livy session's first statements load:
@@ -37,7 +37,6 @@ df.toJSON().take(1)
 spark.sql("SELECT 1 AS one").collect()
 spark.stop()
 """
-READY = {"spark-master": b"New state: ALIVE", "spark-worker": b"Successfully registered with master"}
 
 
 def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, workdir: Path,
@@ -101,7 +100,7 @@ def _start_daemons(spark_home: Path, java_opts: str, cds_opts: dict[str, str], e
         started.append(proc)
         _lowest_priority(proc.pid)
         deadline = time.monotonic() + timeout
-        while not watcher.seen(log, READY[role]):
+        while not watcher.seen(log, READY_LINES[role]):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{role} did not start; see {log}")
             time.sleep(0.2)

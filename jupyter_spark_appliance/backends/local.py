@@ -24,7 +24,7 @@ import psutil
 
 from ..cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
 from ..httpjson import get_json, get_status
-from ..logwatch import LogWatcher
+from ..logwatch import READY_LINES, LogWatcher
 from ..plan import AddressOf, address_map_resolver, resolve_container
 from ..ports import allocate_port, port_accepts, release_port
 from ..spec import Appliance, Container, Problem
@@ -35,13 +35,6 @@ from .local_roles import DEFAULT_LOCAL_ROLES, PORT_NAMES, ROLE_PORTS, memory_mb,
 from .probes import health_check_passes
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
-# What each role logs once it is ready (see logwatch.py); the HTTP probes below
-# remain for instances whose log is gone.
-READY_LINES = {
-    "spark-master": b"New state: ALIVE",
-    "spark-worker": b"Successfully registered with master",
-    "livy": b"Livy gateway on http://",
-}
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 
 
@@ -217,6 +210,7 @@ class LocalBackend(Backend):
         host = self.config.connect_host
         if container.health_check is not None:
             return await health_check_passes(container.health_check, host, ports)
+        # The role's ready line in its log; the HTTP probes below remain for instances whose log is gone.
         log = instance.info.get("log")
         real_livy = role == "livy" and instance.info.get("livy_home")
         if role in READY_LINES and log and Path(str(log)).exists() and not real_livy:
