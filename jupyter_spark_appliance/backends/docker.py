@@ -21,15 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..httpjson import get_json, get_status
 from ..plan import AddressOf, address_map_resolver, resolve_container
-from ..ports import port_accepts
 from ..spec import Appliance, Container, Problem
 from ..state import ApplianceRecord, Endpoint, Instance
 from ..templates import DEFAULT_IMAGES
 from .base import Backend, BackendUnavailable, StartedInstance, StartFailed
 from .local_roles import DEFAULT_LOCAL_ROLES, PORT_NAMES, role_of
-from .probes import health_check_passes
+from .probes import health_check_passes, livy_answers, master_alive, ports_accept, worker_alive
 
 log = logging.getLogger(__name__)
 
@@ -235,19 +233,14 @@ class DockerBackend(Backend):
         if container.health_check is not None:
             return await health_check_passes(container.health_check, host, ports)
         if role == "spark-master" and 8080 in ports:
-            status = await get_json(f"http://{host}:{ports[8080]}/json/")
-            return isinstance(status, dict) and status.get("status") == "ALIVE"
+            return await master_alive(f"http://{host}:{ports[8080]}")
         if role == "spark-worker":
-            ui = self._master_ui(record)
-            status = await get_json(f"{ui}/json/") if ui else None
-            return isinstance(status, dict) and any(
-                w.get("host") == instance.info["name"] and w.get("state") == "ALIVE"
-                for w in status.get("workers", []))
+            return await worker_alive(self._master_ui(record), lambda w: w.get("host") == instance.info["name"])
         if role == "livy" and 8998 in ports:
-            return await get_status(f"http://{host}:{ports[8998]}/version") == 200
+            return await livy_answers(f"http://{host}:{ports[8998]}")
         if not ports:
             return self.exit_status(instance) is None
-        return all([await asyncio.to_thread(port_accepts, host, p) for p in ports.values()])
+        return await ports_accept(host, ports.values())
 
     def _master_ui(self, record: ApplianceRecord) -> str | None:
         for insts in record.instances.values():

@@ -23,16 +23,15 @@ from pathlib import Path
 import psutil
 
 from ..cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
-from ..httpjson import get_json, get_status
 from ..logwatch import READY_LINES, LogWatcher
 from ..plan import AddressOf, address_map_resolver, resolve_container
-from ..ports import allocate_port, port_accepts, release_port
+from ..ports import allocate_port, release_port
 from ..spec import Appliance, Container, Problem
 from ..spark_home import SparkNotFound, find_spark_home
 from ..state import ApplianceRecord, Endpoint, Instance
 from .base import Backend, StartedInstance, StartFailed
 from .local_roles import DEFAULT_LOCAL_ROLES, PORT_NAMES, ROLE_PORTS, memory_mb, role_of, worker_cores
-from .probes import health_check_passes
+from .probes import health_check_passes, livy_answers, master_alive, ports_accept, worker_alive
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -216,20 +215,13 @@ class LocalBackend(Backend):
         if role in READY_LINES and log and Path(str(log)).exists() and not real_livy:
             return self._logs.seen(str(log), READY_LINES[role])
         if role == "spark-master":
-            status = await get_json(f"http://{host}:{ports[8080]}/json/")
-            return isinstance(status, dict) and status.get("status") == "ALIVE"
+            return await master_alive(f"http://{host}:{ports[8080]}")
         if role == "spark-worker":
             ui = self._master_ui(record, str(instance.info.get("master_url", "")))
-            if ui is None:
-                return False
-            status = await get_json(f"{ui}/json/")
-            if not isinstance(status, dict):
-                return False
-            mine = ports[7078]
-            return any(w.get("port") == mine and w.get("state") == "ALIVE" for w in status.get("workers", []))
+            return await worker_alive(ui, lambda w: w.get("port") == ports[7078])
         if role == "livy":
-            return await get_status(f"http://{host}:{ports[8998]}/version") == 200
-        return all([await asyncio.to_thread(port_accepts, host, p) for p in ports.values()])
+            return await livy_answers(f"http://{host}:{ports[8998]}")
+        return await ports_accept(host, ports.values())
 
     def _master_ui(self, record: ApplianceRecord, master_url: str) -> str | None:
         """The web UI of the master a worker registered with, found by its RPC port."""
