@@ -17,6 +17,7 @@ from pathlib import Path
 from .cds import APP_ROLES, DAEMON_ROLES, ClassDataSharing
 from .logwatch import READY_LINES, LogWatcher
 from .ports import allocate_port
+from .process_groups import group_alive, stop_group
 
 # A throwaway application that loads what a Livy session's first statements load:
 # the driver's start, Py4J, a shuffle, SQL and JSON rows (the gateway's %%sql path).
@@ -64,15 +65,9 @@ def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, wor
             _run_app(python, master_url, plans["spark-driver"][0], plans["spark-executor"][0], env, workdir, timeout)
         return recording
     finally:
-        # The worker stops its executors first; every archive is written as its JVM exits.
+        # Worker (with its executors) first, then master; each archive is written as its JVM exits.
         for proc in reversed(daemons):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_group(proc.pid, proc, grace=60)
         for _, info in plans.values():
             ClassDataSharing.finish(info)
 
@@ -121,10 +116,10 @@ def _run_app(python: str, master_url: str, driver_opts: str, executor_opts: str,
         # The driver's JVM outlives Python briefly: it exits when its stdin closes and
         # writes its archive as it goes. Wait for the whole process group.
         deadline = time.monotonic() + 60
-        while _group_alive(app.pid) and time.monotonic() < deadline:
+        while group_alive(app.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        if app.poll() is None or _group_alive(app.pid):
+        if app.poll() is None or group_alive(app.pid):
             try:
                 os.killpg(app.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -137,13 +132,3 @@ def _lowest_priority(pid: int) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, 19)  # before the child starts its JVM, which inherits it
     except OSError:
         pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -26,8 +26,9 @@ from ..cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
 from ..logwatch import READY_LINES, LogWatcher
 from ..plan import AddressOf, address_map_resolver, resolve_container
 from ..ports import allocate_port, release_port
-from ..spec import Appliance, Container, Problem
+from ..process_groups import stop_group
 from ..spark_home import SparkNotFound, find_spark_home
+from ..spec import Appliance, Container, Problem
 from ..state import ApplianceRecord, Endpoint, Instance
 from .base import Backend, StartedInstance, StartFailed
 from .local_roles import DEFAULT_LOCAL_ROLES, PORT_NAMES, ROLE_PORTS, memory_mb, role_of, worker_cores
@@ -262,7 +263,7 @@ class LocalBackend(Backend):
         pid = instance.info.get("pid")
         try:
             if isinstance(pid, int) and self.exit_status(instance) is None:
-                await asyncio.to_thread(_stop_group, pid, self._children.get(pid))
+                await asyncio.to_thread(stop_group, pid, self._children.get(pid))
         finally:
             if isinstance(pid, int):
                 self._children.pop(pid, None)
@@ -299,59 +300,6 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"its process was killed by signal {-code}"
     return f"its process exited with code {code}"
-
-
-def _stop_group(pid: int, child: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
-    """SIGTERM the instance's process group, then SIGKILL what is left; reap."""
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        pgid = None
-    members = _group_members(pgid, pid)
-    _signal(pgid, pid, signal.SIGTERM)
-    if child is not None:
-        try:
-            child.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    deadline = time.monotonic() + grace
-    alive = members
-    while alive and time.monotonic() < deadline:
-        _, alive = psutil.wait_procs(alive, timeout=0.2)
-    if alive or (child is not None and child.poll() is None):
-        _signal(pgid, pid, signal.SIGKILL)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5)
-    if child is not None:
-        try:
-            child.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def _group_members(pgid: int | None, pid: int) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if p.pid == pid or (pgid is not None and os.getpgid(p.pid) == pgid):
-                out.append(p)
-        except (psutil.Error, ProcessLookupError):
-            continue
-    return out
-
-
-def _signal(pgid: int | None, pid: int, sig: signal.Signals) -> None:
-    try:
-        if pgid is not None and pgid == pid:
-            os.killpg(pgid, sig)
-        else:
-            os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def tail_lines(path: Path, n: int) -> list[str]:

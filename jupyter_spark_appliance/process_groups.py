@@ -1,0 +1,78 @@
+"""Stopping a process together with what it started (its process group).
+
+A Spark daemon starts other JVMs (a worker its executors, spark-class a JVM
+that replaces it), so stopping just one pid would leave the rest behind.
+Shared by the local backend and the recording of class-data-sharing archives.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+
+
+def stop_group(pid: int, child: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
+    """SIGTERM the process group of ``pid``, then SIGKILL what is left; reap."""
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        pgid = None
+    members = _group_members(pgid, pid)
+    _signal(pgid, pid, signal.SIGTERM)
+    if child is not None:
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    deadline = time.monotonic() + grace
+    alive = members
+    while alive and time.monotonic() < deadline:
+        _, alive = psutil.wait_procs(alive, timeout=0.2)
+    if alive or (child is not None and child.poll() is None):
+        _signal(pgid, pid, signal.SIGKILL)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+    if child is not None:
+        try:
+            child.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _group_members(pgid: int | None, pid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid == pid or (pgid is not None and os.getpgid(p.pid) == pgid):
+                out.append(p)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return out
+
+
+def _signal(pgid: int | None, pid: int, sig: signal.Signals) -> None:
+    try:
+        if pgid is not None and pgid == pid:
+            os.killpg(pgid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
