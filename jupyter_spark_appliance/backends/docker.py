@@ -295,25 +295,32 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------------ leftovers
 
-    def leftovers(self, known: set[str]) -> dict[str, list[str]]:
-        """Containers and networks labelled by us whose appliance no record knows."""
-        out: dict[str, list[str]] = {}
+    def _leftover_containers(self, known: set[str]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
         for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}.appliance"}):
             app = c.labels.get(f"{LABEL}.appliance", "")
             if app not in known:
-                out.setdefault(app, []).append(c.name)
+                out.setdefault(app, []).append(c)
         return out
 
+    def leftovers(self, known: set[str]) -> dict[str, list[str]]:
+        """Containers labelled by us whose appliance no record knows, by appliance."""
+        return _names(self._leftover_containers(known))
+
     def remove_leftovers(self, known: set[str]) -> dict[str, list[str]]:
-        found = self.leftovers(known)
-        for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}.appliance"}):
-            if c.labels.get(f"{LABEL}.appliance") in found:
+        found = self._leftover_containers(known)
+        for containers in found.values():
+            for c in containers:
                 c.remove(force=True)
         for net in self.client.networks.list(filters={"label": f"{LABEL}.appliance"}):
             if net.attrs.get("Labels", {}).get(f"{LABEL}.appliance") in found:
                 net.remove()
-        return found
+        return _names(found)
 
     async def shutdown(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+def _names(containers: dict[str, list[Any]]) -> dict[str, list[str]]:
+    return {app: [c.name for c in cs] for app, cs in containers.items()}
