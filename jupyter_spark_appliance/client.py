@@ -90,13 +90,14 @@ class ApplianceClient:
         return self.call("GET", f"appliance/{app_id}/container/{container}/logs", tail=tail)["instances"]
 
     def wait(self, app_id: str, states=("running", "failed"), timeout: float = 600,
-             progress=None) -> dict[str, Any]:  # noqa: ANN001
+             progress=None, until=None) -> dict[str, Any]:  # noqa: ANN001
+        """Poll until the appliance is in one of ``states`` (and ``until(model)`` holds, if given)."""
         deadline = time.monotonic() + timeout
         while True:
             model = self.get(app_id)
             if progress:
                 progress(model)
-            if model["state"] in states:
+            if model["state"] in states and (until is None or until(model)):
                 return model
             if time.monotonic() > deadline:
                 raise ApplianceError(f"{app_id} is still {model['state']} after {timeout:g} s")

@@ -156,8 +156,13 @@ class SparkApplianceMagics(Magics):
     def _scale(self, args: argparse.Namespace, cell: str | None) -> None:
         app_id = self._id(args)
         self.client.scale(app_id, args.container, args.n)
-        time.sleep(0.3)
-        model = self.client.wait(app_id)
+
+        def asked_for(model: dict[str, Any]) -> bool:
+            # The server records the new count when the scale starts (after the 202), and the
+            # appliance is staging until it holds; so "running" with the count means done.
+            return any(c["id"] == args.container and c["instances"] == args.n for c in model["containers"])
+
+        model = self.client.wait(app_id, until=asked_for)
         print(render_text(model))
 
     def _down(self, args: argparse.Namespace, cell: str | None) -> None:
