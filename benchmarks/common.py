@@ -16,10 +16,11 @@ from pathlib import Path
 import psutil
 import requests
 
+from jupyter_spark_appliance.cds import FAST_DAEMON_JAVA_OPTS
 from jupyter_spark_appliance.ports import allocate_port
 from jupyter_spark_appliance.spark_home import find_spark_home
 
-DAEMON_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+DAEMON_OPTS = FAST_DAEMON_JAVA_OPTS  # the extension's own flags, for the like-for-like baseline
 
 
 @contextmanager

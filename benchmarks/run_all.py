@@ -21,7 +21,7 @@ import psutil
 import requests
 
 from common import DAEMON_OPTS, hand_run, jupyter_server, time_to_running, wait_workers_running
-from livy_sessions import cold_get_or_create, statement, wait_idle
+from livy_sessions import cold_get_or_create, statement, tree_rss_mb, wait_idle
 
 
 def launch(session, base, workers: int, app_id: str) -> dict:  # noqa: ANN001
@@ -55,9 +55,7 @@ def rss_by_kind(data_dir: Path, app_id: str) -> dict[str, float]:
     for cid, insts in record["instances"].items():
         for inst in insts:
             try:
-                proc = psutil.Process(inst["info"]["pid"])
-                tree = [proc] + proc.children(recursive=True)
-                mb = sum(p.memory_info().rss for p in tree) / 2**20
+                mb = tree_rss_mb(inst["info"]["pid"])
             except (psutil.Error, KeyError):
                 continue
             out[cid] = max(out.get(cid, 0.0), mb)

@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from jupyter_spark_appliance.cds import FAST_DAEMON_JAVA_OPTS
 from jupyter_spark_appliance.ports import allocate_port
 from jupyter_spark_appliance.spark_home import find_spark_home
 
@@ -39,7 +40,7 @@ class HandRunCluster:
 
 
 def start_cluster(workdir: Path, workers: int = 1, worker_cores: int = 2, worker_mem: str = "1536M",
-                  java_opts: str = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC") -> HandRunCluster:
+                  java_opts: str = FAST_DAEMON_JAVA_OPTS) -> HandRunCluster:
     spark_class = str(find_spark_home() / "bin" / "spark-class")
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": sys.executable,
            "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false -Dspark.worker.timeout=30",
