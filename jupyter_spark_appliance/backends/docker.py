@@ -31,6 +31,21 @@ from .probes import health_check_passes, livy_answers, master_alive, ports_accep
 
 log = logging.getLogger(__name__)
 
+DOCKER_MISSING = ("the docker backend needs the 'docker' Python package: "
+                  "pip install jupyter-spark-appliance[docker]")
+
+
+def docker_sdk() -> Any:
+    """The Docker SDK module; BackendUnavailable (a 503 for the API) saying how to get it when missing.
+
+    An optional extra: the server starts without it, and only the docker backend asks for it.
+    """
+    try:
+        import docker
+    except ImportError:
+        raise BackendUnavailable(DOCKER_MISSING) from None
+    return docker
+
 LABEL = "jupyter-spark-appliance"
 PROJECT_IMAGES = set(DEFAULT_IMAGES.values())
 
@@ -70,9 +85,8 @@ class DockerBackend(Backend):
         return self._client
 
     def available(self) -> None:
+        docker = docker_sdk()
         try:
-            import docker
-
             client = self._client or (self._client_factory() if self._client_factory
                                       else docker.from_env(timeout=30))
             client.ping()
@@ -112,7 +126,7 @@ class DockerBackend(Backend):
 
     async def cleanup(self, record: ApplianceRecord) -> None:
         def remove() -> None:
-            import docker
+            docker = docker_sdk()
 
             for net in self.client.networks.list(filters={"label": f"{LABEL}.appliance={record.id}"}):
                 try:
@@ -128,7 +142,7 @@ class DockerBackend(Backend):
         return await asyncio.to_thread(self._start, record, container, instance)
 
     def _start(self, record: ApplianceRecord, container: Container, instance: Instance) -> StartedInstance:
-        import docker
+        docker = docker_sdk()
 
         name = container_name(record.id, container.id, instance.index)
         host_mode = container.network_mode == "host"
@@ -200,7 +214,7 @@ class DockerBackend(Backend):
         return f"image {image} was pulled; start the appliance again"
 
     def _remove_stale(self, name: str) -> None:
-        import docker
+        docker = docker_sdk()
 
         try:
             stale = self.client.containers.get(name)
@@ -250,7 +264,7 @@ class DockerBackend(Backend):
         return None
 
     def exit_status(self, instance: Instance) -> str | None:
-        import docker
+        docker = docker_sdk()
 
         cid = instance.info.get("container_id")
         if not cid:
@@ -270,7 +284,7 @@ class DockerBackend(Backend):
 
     async def stop(self, record: ApplianceRecord, instance: Instance) -> None:
         def stop() -> None:
-            import docker
+            docker = docker_sdk()
 
             try:
                 c = self.client.containers.get(instance.info["container_id"])
@@ -285,7 +299,7 @@ class DockerBackend(Backend):
         await asyncio.to_thread(stop)
 
     def logs(self, record: ApplianceRecord, instance: Instance, tail: int) -> list[str]:
-        import docker
+        docker = docker_sdk()
 
         try:
             c = self.client.containers.get(instance.info["container_id"])
