@@ -20,6 +20,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Tuple, Unicode, d
 from . import __version__
 from .backends.docker import DockerBackend, DockerConfig
 from .backends.local import LocalBackend, LocalConfig
+from .backends.swarm import SwarmBackend, SwarmConfig
 from .backends.local_roles import DEFAULT_LOCAL_ROLES
 from .cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
 from .cds_recording import record_archives
@@ -37,9 +38,17 @@ class SparkApplianceApp(ExtensionApp):
     load_other_extensions = True
 
     backend = CaselessStrEnum(
-        ["local", "docker"], default_value="local", config=True,
+        ["local", "docker", "swarm"], default_value="local", config=True,
         help="Backend used when a launch request names none: 'local' runs Spark JVMs as processes "
-             "on this machine; 'docker' runs containers on the Docker engine.",
+             "on this machine; 'docker' runs containers on the Docker engine; 'swarm' runs one Docker "
+             "Swarm service per instance (the engine must be a swarm manager).",
+    )
+    swarm_registry = Unicode(
+        "", config=True,
+        help="Registry (HOST:PORT, e.g. 127.0.0.1:5000) the swarm backend takes the project's images "
+             "from, pinned by digest; needed on more than one node (push them with `python -m "
+             "jupyter_spark_appliance.backends.swarm push-images --registry HOST:PORT`). Empty: every "
+             "node runs the images built on it (enough for a single-node swarm).",
     )
     bind_host = Unicode(
         "127.0.0.1", config=True,
@@ -173,8 +182,20 @@ class SparkApplianceApp(ExtensionApp):
             self.log.warning("Docker containers of unknown appliance %s %s: %s", app_id, verb, ", ".join(names))
         return backend
 
+    def make_swarm_backend(self) -> SwarmBackend:
+        config = SwarmConfig(connect_host=self._connect_host(), owner=self.manager.owner,
+                             registry=self.swarm_registry)
+        backend = SwarmBackend(config, self.store.dir)
+        known = set(self.manager.records)
+        found = backend.remove_leftovers(known) if self.docker_leftovers == "remove" else backend.leftovers(known)
+        for app_id, names in found.items():
+            verb = "removed" if self.docker_leftovers == "remove" else "found"
+            self.log.warning("Swarm services of unknown appliance %s %s: %s", app_id, verb, ", ".join(names))
+        return backend
+
     def backend_factories(self) -> dict[str, Any]:
-        return {"local": self.make_local_backend, "docker": self.make_docker_backend}
+        return {"local": self.make_local_backend, "docker": self.make_docker_backend,
+                "swarm": self.make_swarm_backend}
 
     def initialize_settings(self) -> None:
         self.store = Store(self.data_dir)

@@ -33,7 +33,7 @@ def build_parser() -> _Parser:
     up = sub.add_parser("up", help="launch (spark-livy template, or the cell's JSON) and wait until running",
                         add_help=False)
     up.add_argument("--workers", type=int)
-    up.add_argument("--backend", choices=["local", "docker"])
+    up.add_argument("--backend", choices=["local", "docker", "swarm"])
     up.add_argument("--template", default="spark-livy")
     up.add_argument("--id", default=None)
     up.add_argument("--no-wait", action="store_true")
@@ -54,7 +54,7 @@ def build_parser() -> _Parser:
     return p
 
 
-HELP = """%spark_appliance up [--workers N] [--backend local|docker] [--template T] [--id ID] [--no-wait]
+HELP = """%spark_appliance up [--workers N] [--backend local|docker|swarm] [--template T] [--id ID] [--no-wait]
 %spark_appliance status [--id ID]
 %spark_appliance scale N [--container ID] [--id ID]
 %spark_appliance down [--id ID]
