@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import requests
 
-from jupyter_spark_appliance.cds import FAST_DAEMON_JAVA_OPTS
-from jupyter_spark_appliance.ports import allocate_port
-from jupyter_spark_appliance.spark_home import find_spark_home
+from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS
+from jupyter_spark_appliance.spark.ports import allocate_port
+from jupyter_spark_appliance.spark.standalone import (
+    alive_workers,
+    master_status,
+    new_cluster,
+    start_master,
+    start_worker,
+)
 
 DAEMON_OPTS = FAST_DAEMON_JAVA_OPTS  # the extension's own flags, for the like-for-like baseline
 
@@ -91,66 +95,35 @@ def wait_workers_running(session, base: str, app_id: str, n: int) -> None:  # no
         time.sleep(0.02)
 
 
-def alive_workers(ui: str) -> int:
-    try:
-        with urllib.request.urlopen(ui + "/json/", timeout=2) as r:
-            return sum(w["state"] == "ALIVE" for w in json.load(r)["workers"])
-    except OSError:
-        return -1
-
-
 def hand_run(workers: int, java_opts: str | None = DAEMON_OPTS, cds_dir: Path | None = None) -> dict[str, float]:
     """Seconds to master ALIVE and to all workers ALIVE for plain spark-class JVMs.
 
     With ``cds_dir``, each JVM also starts from the class-data-sharing archive the
     extension recorded for its role: our exact flags, without our orchestration.
     """
-    spark_class = str(find_spark_home() / "bin" / "spark-class")
-    work = Path(tempfile.mkdtemp(prefix="jsa-hand-"))
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false -Dspark.worker.timeout=30",
-           "SPARK_WORKER_OPTS": "-Dspark.worker.timeout=30"}
-    if java_opts:
-        env["SPARK_DAEMON_JAVA_OPTS"] = java_opts
-    role_env = {"master": dict(env), "worker": dict(env)}
+    cluster = new_cluster(Path(tempfile.mkdtemp(prefix="jsa-hand-")))
+    opts = {"master": java_opts or "", "worker": java_opts or ""}
     if cds_dir is not None:
-        for role in role_env:
+        for role in opts:
             archive = next(Path(cds_dir).glob(f"spark-{role}-*.jsa"))
-            role_env[role]["SPARK_DAEMON_JAVA_OPTS"] = f"{java_opts or ''} -XX:SharedArchiveFile={archive} -Xshare:auto"
-    port, ui_port = allocate_port("127.0.0.1"), allocate_port("127.0.0.1")
-    ui = f"http://127.0.0.1:{ui_port}"
-    procs = []
+            opts[role] = f"{opts[role]} -XX:SharedArchiveFile={archive} -Xshare:auto".strip()
     out: dict[str, float] = {}
     t0 = time.monotonic()
     try:
-        procs.append(subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                                       "--port", str(port), "--webui-port", str(ui_port)],
-                                      env=role_env["master"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        while True:
-            try:
-                with urllib.request.urlopen(ui + "/json/", timeout=2) as r:
-                    if json.load(r)["status"] == "ALIVE":
-                        break
-            except OSError:
-                pass
+        start_master(cluster, opts["master"])
+        while (master_status(cluster.ui_url, timeout=2) or {}).get("status") != "ALIVE":
             time.sleep(0.1)
         out["master"] = time.monotonic() - t0
         t1 = time.monotonic()
         for i in range(workers):
-            procs.append(subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}", "--host",
-                 "127.0.0.1", "--cores", "1", "--memory", "1024M", "--work-dir", str(work / f"w{i}")],
-                env=role_env["worker"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        while alive_workers(ui) < workers:
+            start_worker(cluster, i, 1, 1024, opts["worker"])
+        while alive_workers(cluster.ui_url) < workers:
             time.sleep(0.1)
         out["workers"] = time.monotonic() - t0
         out["worker_after_master"] = time.monotonic() - t1
-        out["rss_mb"] = sum(psutil.Process(p.pid).memory_info().rss for p in procs) / 2**20
+        out["rss_mb"] = sum(psutil.Process(p.pid).memory_info().rss for p in cluster.procs) / 2**20
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+        cluster.stop()
     return out
 
 

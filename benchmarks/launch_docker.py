@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from common import jupyter_server, table
 from launch_local import launch
+
+from common import jupyter_server, table
 
 
 def main() -> None:

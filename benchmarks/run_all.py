@@ -13,15 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import requests
+from livy_sessions import cold_get_or_create, statement, tree_rss_mb, wait_idle
 
 from common import DAEMON_OPTS, hand_run, jupyter_server, time_to_running, wait_workers_running
-from livy_sessions import cold_get_or_create, statement, tree_rss_mb, wait_idle
 
 
 def launch(session, base, workers: int, app_id: str) -> dict:  # noqa: ANN001
@@ -55,7 +54,7 @@ def rss_by_kind(data_dir: Path, app_id: str) -> dict[str, float]:
     for cid, insts in record["instances"].items():
         for inst in insts:
             try:
-                mb = tree_rss_mb(inst["info"]["pid"])
+                mb = tree_rss_mb(inst["handle"]["pid"])
             except (psutil.Error, KeyError):
                 continue
             out[cid] = max(out.get(cid, 0.0), mb)
@@ -168,10 +167,9 @@ def main() -> None:
 
 def cold_get_or_create_from_cluster() -> float:
     """A cold driver against a fresh hand-run master (the Livy-per-session cost)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     import tempfile
 
-    from spark_fixtures import start_cluster
+    from jupyter_spark_appliance.spark.standalone import start_cluster
 
     cluster = start_cluster(Path(tempfile.mkdtemp(prefix="jsa-cold-")), workers=1)
     try:

@@ -21,12 +21,13 @@ from . import __version__
 from .backends.docker import DockerBackend, DockerConfig
 from .backends.local import LocalBackend, LocalConfig
 from .backends.swarm import SwarmBackend, SwarmConfig
-from .backends.local_roles import DEFAULT_LOCAL_ROLES
-from .cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
-from .cds_recording import record_archives
 from .handlers import default_handlers
 from .manager import ApplianceManager
-from .spark_home import SparkNotFound, find_spark_home
+from .orchestrator import RESTART_POLICIES
+from .spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
+from .spark.cds_recording import record_archives
+from .spark.home import SparkNotFound, find_spark_home
+from .spark.roles import DEFAULT_ROLE_PATTERNS
 from .sparkmagic_wiring import SparkmagicWiring
 from .store import Store
 
@@ -75,7 +76,7 @@ class SparkApplianceApp(ExtensionApp):
              "(default: $LIVY_HOME). Empty runs the project's own Livy-compatible gateway.",
     )
     local_roles = Dict(
-        default_value=dict(DEFAULT_LOCAL_ROLES), config=True,
+        default_value=dict(DEFAULT_ROLE_PATTERNS), config=True,
         help="Regular expression (matched against a container's image, then its id) -> local role "
              "(spark-master, spark-worker, livy). Decides how the local backend runs a container.",
     )
@@ -102,6 +103,13 @@ class SparkApplianceApp(ExtensionApp):
     template_defaults = Dict(
         default_value={}, config=True,
         help="Default parameters per template, e.g. {'spark-livy': {'workers': 2, 'worker_memory': 2048}}.",
+    )
+    restart_policy = CaselessStrEnum(
+        list(RESTART_POLICIES), default_value="on-failure", config=True,
+        help="What happens to a service instance that dies (a JVM killed, a container that exits), unless "
+             "its container says otherwise in the spec's 'restart' field: 'on-failure' restarts it unless it "
+             "exited with status 0, 'always' restarts it, 'never' leaves it failed. Restarts back off "
+             "1, 2, 4 ... 60 s in a crash loop. Jobs never restart unless their spec says so.",
     )
     start_timeout = Float(
         300.0, config=True,
@@ -172,7 +180,6 @@ class SparkApplianceApp(ExtensionApp):
             connect_host=self._connect_host(),
             allow_privileged=self.allow_privileged,
             owner=self.manager.owner,
-            roles=dict(self.local_roles),
         )
         backend = DockerBackend(config, self.store.dir)  # its client (and so the ping) comes with first use
         known = set(self.manager.records)
@@ -209,6 +216,7 @@ class SparkApplianceApp(ExtensionApp):
             start_timeout=self.start_timeout,
             stop_on_shutdown=self.stop_on_shutdown,
             owner=owner,
+            restart_policy=self.restart_policy,
         )
         if self.write_sparkmagic_config:
             self.manager.listeners.append(SparkmagicWiring())

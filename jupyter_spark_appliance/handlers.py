@@ -23,7 +23,6 @@ from .backends.base import BackendUnavailable
 from .graph_view import render_graph_page
 from .manager import ApplianceManager, Conflict
 from .spec import SpecError, decode_document
-from .templates import list_templates
 
 AUTH_RESOURCE = "spark-appliance"
 ID = r"(?P<app_id>[a-zA-Z0-9-]+)"
@@ -90,7 +89,10 @@ class ApplianceHandler(BaseHandler):
     @authorized
     async def delete(self, app_id: str) -> None:
         self.record_or_404(app_id)
-        await self.manager.delete(app_id)
+        try:
+            await self.manager.delete(app_id)
+        except Conflict as e:
+            raise web.HTTPError(409, str(e)) from None
         self.set_status(204)
         self.finish()
 
@@ -109,6 +111,8 @@ class ContainerHandler(BaseHandler):
             self.manager.scale(app_id, container_id, body["instances"])
         except SpecError as e:
             return self.bad_request(e)
+        except Conflict as e:
+            raise web.HTTPError(409, str(e)) from None
         self.reply(202, self.manager.model(record))
 
 
@@ -123,7 +127,7 @@ class LogsHandler(BaseHandler):
             instance = int(instance_arg) if instance_arg is not None else None
         except ValueError:
             return self.bad_request(SpecError.single("tail", "tail and instance must be integers"))
-        logs = self.manager.logs(app_id, container_id, instance, max(0, min(tail, 10000)))
+        logs = await self.manager.logs(app_id, container_id, instance, max(0, min(tail, 10000)))
         if logs is None:
             raise web.HTTPError(404, f"appliance {app_id!r} has no container {container_id!r}")
         self.finish(json.dumps({"appliance": app_id, "container": container_id, "instances": logs}))
@@ -158,7 +162,8 @@ class EventsHandler(BaseHandler):
             limit = self.settings.get("spark_appliance_event_stream_seconds") or 0
             deadline = time.monotonic() + limit if limit > 0 else None
             while deadline is None or time.monotonic() < deadline:
-                wait = self.keepalive if deadline is None else max(0.0, min(self.keepalive, deadline - time.monotonic()))
+                left = None if deadline is None else deadline - time.monotonic()
+                wait = self.keepalive if left is None else max(0.0, min(self.keepalive, left))
                 try:
                     event = await asyncio.wait_for(queue.get(), wait)
                 except asyncio.TimeoutError:
@@ -192,7 +197,7 @@ class TemplatesHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        self.finish(json.dumps({"templates": list_templates()}))
+        self.finish(json.dumps(await self.manager.templates_model()))
 
 
 class OpenAPIHandler(BaseHandler):

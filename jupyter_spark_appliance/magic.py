@@ -126,7 +126,7 @@ class SparkApplianceMagics(Magics):
         if not args.no_wait:
             model = self._wait(app_id)
             if model["state"] == "running":
-                sm = model.get("sparkmagic", {})
+                sm = model.get("sparkmagic") or {}
                 livy = sm.get("url") or model.get("links", {}).get("livy")
                 if livy:
                     print(f"Livy: {livy}. From an IPython kernel:\n  %load_ext sparkmagic.magics\n"

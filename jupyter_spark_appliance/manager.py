@@ -16,10 +16,10 @@ from typing import Any
 from .backends.base import Backend, BackendUnavailable
 from .model import make_appliance_model
 from .orchestrator import LaunchFailed, Orchestrator
-from .spec import Appliance, Container, Problem, SpecError, parse_appliance
+from .spec import MAX_INSTANCES, Appliance, Container, Problem, SpecError, check_instances, parse_appliance
 from .state import ApplianceRecord, Instance
 from .store import Store
-from .templates import render_template
+from .templates import list_templates, render_template
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class ApplianceManager:
         stop_on_shutdown: bool = True,
         monitor_interval: float = 1.0,
         owner: str = "",
+        restart_policy: str = "on-failure",
+        clock: Callable[[], float] = time.time,
     ):
         self.store = store
         self._backend_factories = dict(backends)
@@ -52,6 +54,8 @@ class ApplianceManager:
         self.stop_on_shutdown = stop_on_shutdown
         self.monitor_interval = monitor_interval
         self.owner = owner
+        self.restart_policy = restart_policy
+        self.clock = clock
         self.records: dict[str, ApplianceRecord] = {}
         self.orchestrators: dict[str, Orchestrator] = {}
         self._tasks: dict[str, set[asyncio.Task[None]]] = {}
@@ -65,11 +69,36 @@ class ApplianceManager:
         if name not in self._backends:
             factory = self._backend_factories.get(name)
             if factory is None:
-                raise SpecError([Problem("backend", f"unknown backend {name!r} (known: {', '.join(self._backend_factories)})")])
+                known = ", ".join(self._backend_factories)
+                raise SpecError([Problem("backend", f"unknown backend {name!r} (known: {known})")])
             backend = factory()
             backend.available()  # raises BackendUnavailable before caching
             self._backends[name] = backend
         return self._backends[name]
+
+    async def backend_statuses(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Each configured backend and whether it can be used now (the launch form's select).
+
+        Checking makes the backend (a Docker client and a ping): in a thread, with a
+        deadline, so an engine that hangs cannot hang the request.
+        """
+        async def status(name: str) -> dict[str, Any]:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self.backend, name), timeout)
+            except BackendUnavailable as e:
+                return {"name": name, "available": False, "reason": str(e)}
+            except asyncio.TimeoutError:
+                return {"name": name, "available": False, "reason": f"no answer within {timeout:g} s"}
+            except Exception as e:  # noqa: BLE001 - any other failure is a reason to show
+                return {"name": name, "available": False, "reason": f"{type(e).__name__}: {e}"}
+            return {"name": name, "available": True, "reason": None}
+
+        return list(await asyncio.gather(*(status(n) for n in self._backend_factories)))
+
+    async def templates_model(self) -> dict[str, Any]:
+        """The Templates wire shape: templates with this server's defaults, backends, limits."""
+        return {"templates": list_templates(self.template_defaults), "backends": await self.backend_statuses(),
+                "default_backend": self.default_backend, "max_instances": MAX_INSTANCES}
 
     # ------------------------------------------------------------------ life cycle
 
@@ -79,12 +108,12 @@ class ApplianceManager:
             await self.start()
 
     async def start(self) -> None:
-        """Load records and re-adopt what still runs; start the liveness monitor."""
+        """Load records and re-adopt what still runs; start the reconciling monitor."""
         self._monitor = asyncio.ensure_future(self._watch())
         for record in self.store.load_all():
-            self._adopt(record)
+            await self._adopt(record)
 
-    def _adopt(self, record: ApplianceRecord) -> None:
+    async def _adopt(self, record: ApplianceRecord) -> None:
         self.records[record.id] = record
         try:
             backend = self.backend(record.backend)
@@ -95,17 +124,26 @@ class ApplianceManager:
             record.reason = f"cannot re-adopt: {e}"
             self.store.save(record)
             return
+        for c in record.appliance.containers:
+            if c.id not in record.roles:
+                record.roles[c.id] = role.name if (role := backend.role_of(c)) else None
         orch = self._orchestrator(record, backend)
         for inst in record.all_instances():
             if not inst.live:
                 continue
-            status = backend.exit_status(inst) if inst.info else "it had not started"
+            if inst.handle is None:  # the server died before it started: the reconciler starts it
+                inst.restart_at = 0.0
+                orch.set_state(inst, "pending")
+                continue
+            status = await asyncio.to_thread(backend.exit_status, inst.handle)
             if status is not None:
-                orch.set_state(inst, "failed", f"gone while the server was down: {status}")
+                await orch.died(inst, status, f"gone while the server was down: {status.reason}")
             elif inst.state != "running":
                 container = record.appliance.container(inst.container)
                 assert container is not None
                 self._spawn(record.id, self._await_ready(orch, container, inst))
+        if not record.launched and not any(i.state in ("pending", "staging") for i in record.all_instances()):
+            record.launched = True  # the launch finished while the server was down
         self.store.save(record)
         log.info("Re-adopted appliance %s (%s)", record.id, record.state)
 
@@ -115,19 +153,21 @@ class ApplianceManager:
             await orch.wait_ready(container, inst)
         except LaunchFailed:
             pass  # the instance is failed, with its reason
+        orch.record.launched = True
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.monitor_interval)
             for orch in list(self.orchestrators.values()):
                 try:
-                    await orch.check_liveness()
+                    await orch.reconcile()
                 except Exception:  # noqa: BLE001 - the monitor must survive anything
-                    log.exception("liveness check of %s failed", orch.record.id)
+                    log.exception("reconciling %s failed", orch.record.id)
 
     async def shutdown(self) -> None:
         if self._monitor:
             self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
         for app_id in list(self.records):
             record = self.records[app_id]
             for task in self._tasks.pop(app_id, set()):
@@ -149,9 +189,10 @@ class ApplianceManager:
         return self.records.get(app_id)
 
     def model(self, record: ApplianceRecord) -> dict[str, Any]:
-        return make_appliance_model(record, record.extra.get("public"))
+        return make_appliance_model(record)
 
-    def logs(self, app_id: str, container_id: str, instance: int | None, tail: int) -> list[dict[str, Any]] | None:
+    async def logs(self, app_id: str, container_id: str, instance: int | None,
+                   tail: int) -> list[dict[str, Any]] | None:
         record = self.records.get(app_id)
         if record is None or record.appliance.container(container_id) is None:
             return None
@@ -160,7 +201,12 @@ class ApplianceManager:
         for inst in record.instances[container_id]:
             if instance is not None and inst.index != instance:
                 continue
-            lines = backend.logs(record, inst, tail) if backend and inst.info else []
+            lines: list[str] = []
+            if backend is not None and inst.handle is not None:
+                try:
+                    lines = await asyncio.to_thread(backend.logs, inst.handle, tail)
+                except Exception as e:  # noqa: BLE001 - an engine that went away: say so in the logs
+                    lines = [f"(logs unavailable: {type(e).__name__}: {e})"]
             out.append({"index": inst.index, "name": inst.name, "state": inst.state, "lines": lines})
         return out
 
@@ -197,6 +243,7 @@ class ApplianceManager:
         if appliance.id in self.records or not self.store.claim(appliance.id):
             raise Conflict(f"an appliance with id {appliance.id!r} exists already")
         record = ApplianceRecord.new(appliance, backend_name, template=template, owner=self.owner)
+        record.roles = {c.id: role.name if (role := backend.role_of(c)) else None for c in appliance.containers}
         self.records[record.id] = record
         orch = self._orchestrator(record, backend)
         self.store.save(record)
@@ -204,7 +251,8 @@ class ApplianceManager:
         return record
 
     def _orchestrator(self, record: ApplianceRecord, backend: Backend) -> Orchestrator:
-        orch = Orchestrator(record, backend, self._changed, start_timeout=self.start_timeout)
+        orch = Orchestrator(record, backend, self._changed, self._notify, start_timeout=self.start_timeout,
+                            restart_policy=self.restart_policy, clock=self.clock)
         self.orchestrators[record.id] = orch
         return orch
 
@@ -217,25 +265,28 @@ class ApplianceManager:
 
     # ------------------------------------------------------------------ scale / delete
 
-    def scale(self, app_id: str, container_id: str, instances: Any) -> asyncio.Task[None]:
-        """Validate, then scale in the background (the caller watches events)."""
+    def scale(self, app_id: str, container_id: str, instances: Any) -> None:
+        """Validate and record the new count at once (the reply shows it); reconcile in the background."""
         record = self.records[app_id]
-        path = f"containers[{[c.id for c in record.appliance.containers].index(container_id)}].instances"
-        container = record.appliance.container(container_id)
-        assert container is not None
-        if container.type != "service":
-            raise SpecError([Problem(path, "only services can be scaled")])
-        if isinstance(instances, bool) or not isinstance(instances, int) or instances < 0:
-            raise SpecError([Problem("instances", f"must be an integer of 0 or more, not {instances!r}")])
-        if instances > 64:
-            raise SpecError([Problem("instances", f"must be at most 64, not {instances}")])
+        if record.deleting:
+            raise Conflict(f"appliance {app_id!r} is being deleted")
+        index = [c.id for c in record.appliance.containers].index(container_id)
+        container = record.appliance.containers[index]
+        problem = check_instances(container, instances, f"containers[{index}].instances")
+        if problem is not None:
+            raise SpecError([Problem("instances", f"{problem.message} ({problem.path})")])
         orch = self.orchestrators[app_id]
-        return self._spawn(app_id, orch.scale(container_id, instances))
+        orch.set_desired(container_id, instances)
+        self._spawn(app_id, orch.reconcile())
 
     async def delete(self, app_id: str) -> bool:
+        """Stop everything and forget the appliance; Conflict if a DELETE is already under way."""
         record = self.records.get(app_id)
         if record is None:
             return False
+        if record.deleting:
+            raise Conflict(f"appliance {app_id!r} is being deleted")
+        record.deleting = True
         for task in list(self._tasks.pop(app_id, set())):
             task.cancel()
             try:

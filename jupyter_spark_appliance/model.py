@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from .plan import start_order
+from .spark.roles import link_labels
 from .state import ApplianceRecord, Endpoint
 
 # Endpoints that browsers open: named ports get a URL in "links".
-HTTP_PORT_NAMES = {"spark-ui": "Spark master UI", "livy": "Livy", "worker-ui": "Spark worker UI"}
+HTTP_PORT_NAMES = link_labels()
 
 
 def endpoint_model(ep: Endpoint) -> dict[str, Any]:
@@ -24,7 +25,7 @@ def endpoint_model(ep: Endpoint) -> dict[str, Any]:
     return out
 
 
-def make_appliance_model(record: ApplianceRecord, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def make_appliance_model(record: ApplianceRecord) -> dict[str, Any]:
     containers = []
     links: dict[str, str] = {}
     order = start_order(record.appliance)
@@ -46,11 +47,15 @@ def make_appliance_model(record: ApplianceRecord, extra: dict[str, Any] | None =
             "image": c.image,
             "state": record.container_state(cid),
             "instances": record.desired[cid],
+            "role": record.roles.get(cid),
+            "restarts": sum(i.restarts for i in instances),
             "resources": {"cpus": c.resources.cpus, "mem": c.resources.mem},
             "dependencies": list(c.all_dependencies),
             "endpoints": endpoints,
             "instance_states": [
                 {"index": i.index, "name": i.name, "state": i.state, "reason": i.reason,
+                 "restarts": i.restarts, "last_reason": i.last_reason,
+                 "restart_at": i.restart_at if i.state == "pending" else None,
                  "endpoints": [endpoint_model(e) for e in i.endpoints]}
                 for i in instances
             ],
@@ -65,7 +70,6 @@ def make_appliance_model(record: ApplianceRecord, extra: dict[str, Any] | None =
         "containers": containers,
         "links": links,
         "warnings": list(record.appliance.warnings),
+        "sparkmagic": record.sparkmagic.to_json() if record.sparkmagic else None,
     }
-    if extra:
-        out.update(extra)
     return out

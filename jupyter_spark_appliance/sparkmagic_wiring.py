@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 
+from .spark.roles import LIVY
 from .sparkmagic_config import SparkmagicConfig
-from .state import ApplianceRecord, Instance
+from .state import ApplianceRecord, Instance, SparkmagicStatus
 
 log = logging.getLogger(__name__)
-LIVY_PORT = 8998
 
 
-def livy_url(inst: Instance) -> str | None:
+def livy_url(record: ApplianceRecord, inst: Instance) -> str | None:
+    """The Livy endpoint of ``inst``: a livy role's port, or a port the spec named "livy"."""
+    (port,) = LIVY.ports
+    is_livy = record.roles.get(inst.container) == LIVY.name
     for ep in inst.endpoints:
-        if ep.name == "livy" or ep.container_port == LIVY_PORT:
+        if ep.name == port.name or (is_livy and ep.container_port == port.container_port):
             return f"http://{ep.host}:{ep.host_port}"
     return None
 
@@ -27,23 +30,21 @@ def livy_url(inst: Instance) -> str | None:
 class SparkmagicWiring:
     def __call__(self, record: ApplianceRecord, inst: Instance | None, kind: str) -> None:
         if kind == "deleted":
-            if record.extra.get("public", {}).get("sparkmagic"):
+            if record.sparkmagic is not None:
                 SparkmagicConfig().restore(record.id)
             return
         if inst is None or inst.state != "running":
             return
-        url = livy_url(inst)
-        public = record.extra.setdefault("public", {})
-        if url is None or public.get("sparkmagic", {}).get("url") == url:
+        url = livy_url(record, inst)
+        if url is None or (record.sparkmagic is not None and record.sparkmagic.url == url):
             return
         config = SparkmagicConfig()
         try:
             warning = config.write(record.id, url)
         except OSError as e:
-            public["sparkmagic"] = {"url": url, "config": str(config.path), "error": f"could not write: {e}"}
+            record.sparkmagic = SparkmagicStatus(url, str(config.path), error=f"could not write: {e}")
             return
-        public["sparkmagic"] = {
-            "url": url, "config": str(config.path), "warning": warning,
-            "note": "Sparkmagic kernels that are already running must be restarted to use this endpoint.",
-        }
+        record.sparkmagic = SparkmagicStatus(
+            url, str(config.path), warning=warning,
+            note="Sparkmagic kernels that are already running must be restarted to use this endpoint.")
         log.info("Sparkmagic now points at %s (%s)", url, config.path)

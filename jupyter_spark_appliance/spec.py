@@ -25,6 +25,9 @@ NETWORK_MODES = ("host", "bridge", "container")
 PROTOCOLS = ("tcp", "udp")
 VOLUME_TYPES = ("rw", "ro")
 HEALTH_CHECK_TYPES = ("tcp", "http")
+RESTART_POLICIES = ("on-failure", "always", "never")
+#: One cap on a service's instances, shared by documents, templates, PATCH, OpenAPI and the panel.
+MAX_INSTANCES = 64
 INSTANCE_STATES = ("submitted", "pending", "staging", "running", "success", "failed", "killed")
 TERMINAL_STATES = frozenset({"success", "failed", "killed"})
 
@@ -32,7 +35,7 @@ APPLIANCE_FIELDS = frozenset({"id", "containers"})
 CONTAINER_FIELDS = frozenset(
     {
         "id", "type", "image", "resources", "cmd", "args", "env", "volumes", "network_mode",
-        "ports", "is_privileged", "dependencies", "instances", "health_check",
+        "ports", "is_privileged", "dependencies", "instances", "health_check", "restart",
     }
 )
 # PIVOT documents these scheduler hints; they mean nothing to a single-host backend,
@@ -132,6 +135,7 @@ class Container:
     dependencies: tuple[str, ...] = ()
     instances: int = 1
     health_check: HealthCheck | None = None
+    restart: str | None = None  # on-failure | always | never; None: the server's default for its type
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -195,7 +199,22 @@ def container_to_json(c: Container) -> dict[str, Any]:
         out["instances"] = c.instances
     if c.health_check is not None:
         out["health_check"] = vars(c.health_check).copy()
+    if c.restart is not None:
+        out["restart"] = c.restart
     return out
+
+
+def check_instances(container: Container, value: Any, path: str) -> Problem | None:
+    """The rule for a service's instance count, wherever a count comes from (a document or a PATCH)."""
+    if container.type != "service":
+        return Problem(path, "only services have instances; a job runs once")
+    if isinstance(value, bool) or not isinstance(value, int):
+        return Problem(path, f"must be an integer, not {_kind(value)}")
+    if value < 0:
+        return Problem(path, f"must be 0 or more, not {value}")
+    if value > MAX_INSTANCES:
+        return Problem(path, f"must be at most {MAX_INSTANCES}, not {value}")
+    return None
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -374,7 +393,8 @@ class _Validator:
         cid = self._id(required("id"), f"{path}.id") if "id" in obj else required("id")
         ctype = self._choice(required("type"), f"{path}.type", CONTAINER_TYPES) if "type" in obj else required("type")
         image = self._string(required("image"), f"{path}.image") if "image" in obj else required("image")
-        resources = self.resources(required("resources"), f"{path}.resources") if "resources" in obj else required("resources")
+        resources = (self.resources(required("resources"), f"{path}.resources") if "resources" in obj
+                     else required("resources"))
 
         cmd = None
         args: tuple[str, ...] = ()
@@ -383,7 +403,8 @@ class _Validator:
         if "cmd" in obj:
             cmd = self._string(obj["cmd"], f"{path}.cmd")
         if "args" in obj and (items := self._list(obj["args"], f"{path}.args")) is not None:
-            args = tuple(a for i, a in enumerate(items) if self._string(a, f"{path}.args[{i}]", nonempty=False) is not None)
+            args = tuple(a for i, a in enumerate(items)
+                         if self._string(a, f"{path}.args[{i}]", nonempty=False) is not None)
 
         env: dict[str, str] = {}
         if "env" in obj and (envobj := self._object(obj["env"], f"{path}.env")) is not None:
@@ -422,7 +443,13 @@ class _Validator:
                 self.fail(f"{path}.instances", "only services have instances; a job runs once")
             else:
                 n = self._number(obj["instances"], f"{path}.instances", positive=False, integer=True)
+                if n is not None and n > MAX_INSTANCES:
+                    self.fail(f"{path}.instances", f"must be at most {MAX_INSTANCES}, not {n}")
                 instances = n if n is not None else 1
+
+        restart = None
+        if "restart" in obj:
+            restart = self._choice(obj["restart"], f"{path}.restart", RESTART_POLICIES)
 
         health = None
         if "health_check" in obj:
@@ -434,6 +461,7 @@ class _Validator:
             id=cid, type=ctype, image=image, resources=resources, cmd=cmd, args=args,
             env=MappingProxyType(env), volumes=volumes, network_mode=network_mode, ports=ports,
             is_privileged=privileged, dependencies=tuple(deps), instances=instances, health_check=health,
+            restart=restart,
         )
 
     def resources(self, raw: Any, path: str) -> Resources | None:
@@ -502,7 +530,8 @@ class _Validator:
                 continue
             self._unknown(obj, p, VOLUME_FIELDS)
             src = self._string(obj.get("src"), f"{p}.src") if "src" in obj else self.fail(f"{p}.src", "is required")
-            dest = self._string(obj.get("dest"), f"{p}.dest") if "dest" in obj else self.fail(f"{p}.dest", "is required")
+            dest = (self._string(obj.get("dest"), f"{p}.dest") if "dest" in obj
+                    else self.fail(f"{p}.dest", "is required"))
             vtype = self._choice(obj.get("type", "rw"), f"{p}.type", VOLUME_TYPES)
             if src is not None and dest is not None and vtype is not None:
                 if not dest.startswith("/"):
@@ -577,9 +606,11 @@ class _Validator:
             for ref in find_references(text):
                 target = by_id.get(ref.target)
                 if ref.target not in declared_ids:
-                    self.fail(path, f"@{ref.target} refers to no container of this appliance (write \\@ for a literal @)")
+                    self.fail(path, f"@{ref.target} refers to no container of this appliance "
+                                    "(write \\@ for a literal @)")
                 elif ref.target == c.id:
                     self.fail(path, f"@{ref.target} refers to the container itself")
                 elif target is not None and ref.port is not None and target.port(ref.port) is None:
                     declared = ", ".join(str(p.container_port) for p in target.ports) or "none"
-                    self.fail(path, f"@{ref.target}:{ref.port}: {ref.port} is not a declared container_port of {ref.target!r} (declared: {declared})")
+                    self.fail(path, f"@{ref.target}:{ref.port}: {ref.port} is not a declared container_port "
+                                    f"of {ref.target!r} (declared: {declared})")

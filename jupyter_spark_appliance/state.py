@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .handles import Handle, handle_from_json
 from .spec import INSTANCE_STATES, TERMINAL_STATES, Appliance, parse_appliance
 
 LIVE_STATES = frozenset({"submitted", "pending", "staging", "running"})
@@ -33,10 +34,17 @@ class Instance:
     state: str = "submitted"
     reason: str | None = None
     endpoints: list[Endpoint] = field(default_factory=list)
-    # Backend-owned facts needed to find the instance again after a restart
-    # (pid and start time locally, container id on Docker), plus log path.
-    info: dict[str, Any] = field(default_factory=dict)
+    # The backend's own facts to find the instance again (pid, container id);
+    # None until it started.
+    handle: Handle | None = None
     updated: float = field(default_factory=time.time)
+    # Self-healing: how often this slot was restarted, why it last died, and
+    # when the next restart is due while it backs off (wall-clock seconds).
+    restarts: int = 0
+    last_reason: str | None = None
+    restart_at: float | None = None
+    running_since: float | None = None
+    crash_streak: int = 0  # deaths in a row without a stable run (drives the back-off)
 
     @property
     def name(self) -> str:
@@ -47,13 +55,35 @@ class Instance:
         return self.state in LIVE_STATES
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["handle"] = self.handle.to_json() if self.handle else None
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Instance:
         data = dict(data)
+        if "info" in data:  # a record of version 1: untyped backend facts
+            data["handle"] = _legacy_handle(data.pop("info"))
         data["endpoints"] = [Endpoint(**e) for e in data.get("endpoints", [])]
+        data["handle"] = handle_from_json(data.get("handle"))
         return cls(**data)
+
+
+def _legacy_handle(info: dict[str, Any]) -> dict[str, Any] | None:
+    if "pid" in info:
+        return {"kind": "process", "pid": info["pid"], "create_time": info.get("create_time", 0.0),
+                "log": info.get("log", ""), "ports": info.get("ports", {})}
+    if "container_id" in info:
+        return {"kind": "container", "container_id": info["container_id"], "name": info.get("name", ""),
+                "ports": info.get("ports", {}), "peer_host": info.get("name", "")}
+    return None
+
+
+def _sparkmagic_status(data: dict[str, Any]) -> SparkmagicStatus | None:
+    raw = data.get("sparkmagic") or data.get("extra", {}).get("public", {}).get("sparkmagic")  # or version 1's
+    if not raw:
+        return None
+    return SparkmagicStatus(**{k: v for k, v in raw.items() if k in SparkmagicStatus.__dataclass_fields__})
 
 
 def container_state(desired: int, instances: list[Instance]) -> str:
@@ -85,6 +115,21 @@ def appliance_state(states: list[str]) -> str:
 
 
 @dataclass
+class SparkmagicStatus:
+    """Where the appliance pointed Sparkmagic, for the panel, the magic and the widget."""
+
+    url: str
+    config: str
+    username: str = ""
+    warning: str | None = None
+    error: str | None = None
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
 class ApplianceRecord:
     """Everything the server knows about one appliance; persisted on every change."""
 
@@ -97,7 +142,10 @@ class ApplianceRecord:
     template: dict[str, Any] | None = None
     reason: str | None = None  # why the appliance failed, if it did
     owner: str = ""  # server that started it (docker label / record)
-    extra: dict[str, Any] = field(default_factory=dict)  # backend-wide facts (network id)
+    roles: dict[str, str | None] = field(default_factory=dict)  # container id -> role it runs as
+    sparkmagic: SparkmagicStatus | None = None
+    launched: bool = False  # the launch finished: from now on the reconciler keeps the declared state
+    deleting: bool = False  # a DELETE is under way: other changes get a 409
 
     @property
     def id(self) -> str:
@@ -115,7 +163,7 @@ class ApplianceRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "version": 1,
+            "version": 2,
             "document": self.document,
             "backend": self.backend,
             "desired": self.desired,
@@ -124,7 +172,9 @@ class ApplianceRecord:
             "template": self.template,
             "reason": self.reason,
             "owner": self.owner,
-            "extra": self.extra,
+            "roles": self.roles,
+            "launched": self.launched,
+            "sparkmagic": self.sparkmagic.to_json() if self.sparkmagic else None,
         }
 
     @classmethod
@@ -140,7 +190,9 @@ class ApplianceRecord:
             template=data.get("template"),
             reason=data.get("reason"),
             owner=data.get("owner", ""),
-            extra=data.get("extra", {}),
+            roles=dict(data.get("roles") or {}),
+            launched=bool(data.get("launched", data.get("version") == 1)),
+            sparkmagic=_sparkmagic_status(data),
         )
 
     @classmethod

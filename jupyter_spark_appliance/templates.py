@@ -10,16 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__
-from .spec import ID_PATTERN, Problem, SpecError
+from .spark.roles import ROLES
+from .spec import ID_PATTERN, MAX_INSTANCES, Problem, SpecError
 
-IMAGE_PREFIX = "jupyter-spark-appliance"
-DEFAULT_IMAGES = {
-    "spark-master": f"{IMAGE_PREFIX}/spark-master:{__version__}",
-    "spark-worker": f"{IMAGE_PREFIX}/spark-worker:{__version__}",
-    "livy": f"{IMAGE_PREFIX}/livy:{__version__}",
-}
-# Both sides must agree, or healthy workers flap on busy machines (testing.md).
+DEFAULT_IMAGES = {name: role.image for name, role in ROLES.items()}
+# Master and workers must agree on it, or healthy workers flap on busy machines.
 DEFAULT_SPARK_CONF = {"spark.worker.timeout": "30"}
 
 
@@ -48,12 +43,13 @@ class Template:
     parameters: tuple[Parameter, ...]
     build: Callable[[dict[str, Any]], dict[str, Any]]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "parameters": {p.name: p.to_json() for p in self.parameters},
-        }
+    def to_json(self, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The Template wire shape; ``defaults`` (the server's template_defaults) replace the built-in ones."""
+        params = {p.name: p.to_json() for p in self.parameters}
+        for key, value in (defaults or {}).items():
+            if key in params:
+                params[key]["default"] = value
+        return {"name": self.name, "description": self.description, "parameters": params}
 
     def render(self, params: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Validate ``params`` (over ``defaults``) and build the appliance document.
@@ -166,7 +162,7 @@ SPARK_LIVY = Template(
     description="A Spark standalone master, N workers and a Livy endpoint (PIVOT's spark-livy appliance).",
     parameters=(
         Parameter("id", "string", "spark-livy", "Appliance id"),
-        Parameter("workers", "integer", 1, "Number of Spark workers", minimum=0, maximum=64),
+        Parameter("workers", "integer", 1, "Number of Spark workers", minimum=0, maximum=MAX_INSTANCES),
         Parameter("worker_cores", "integer", 1, "Cores each worker offers", minimum=1, maximum=256),
         Parameter("worker_memory", "integer", 1024, "Memory each worker offers (MB)", minimum=256),
         Parameter("master_memory", "integer", 1024, "Memory of the master (MB)", minimum=128),
@@ -180,8 +176,8 @@ SPARK_LIVY = Template(
 TEMPLATES: dict[str, Template] = {t.name: t for t in (SPARK_LIVY,)}
 
 
-def list_templates() -> list[dict[str, Any]]:
-    return [t.to_json() for t in TEMPLATES.values()]
+def list_templates(defaults: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    return [t.to_json((defaults or {}).get(t.name)) for t in TEMPLATES.values()]
 
 
 def render_template(

@@ -27,7 +27,7 @@ def render_html(model: dict[str, Any]) -> str:
         rows.append(f"<tr><td>{html.escape(c['id'])}</td><td style='color:{colour}'>{html.escape(c['state'])}</td>"
                     f"<td>{running}/{c['instances']}</td><td>{links}</td></tr>")
     reason = f"<pre>{html.escape(model['reason'])}</pre>" if model.get("reason") else ""
-    sm = model.get("sparkmagic", {})
+    sm = model.get("sparkmagic") or {}
     note = f"<div>Sparkmagic → {html.escape(sm['url'])}</div>" if sm.get("url") else ""
     return (f"<b>{html.escape(model['id'])}</b>: <span style='color:{COLOURS.get(model['state'], '#999')}'>"
             f"{html.escape(model['state'])}</span>"

@@ -8,12 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from typing import Any
 
 import pytest
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A real Docker engine with the project's images (.ci/docker-setup builds them).
+
+    Skips where there is none, unless JSA_REQUIRE_DOCKER=1 (CI), where it must be.
+    """
+    try:
+        import docker
+
+        from jupyter_spark_appliance.templates import DEFAULT_IMAGES
+
+        client = docker.from_env()
+        client.ping()
+        for image in DEFAULT_IMAGES.values():
+            client.images.get(image)
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("JSA_REQUIRE_DOCKER") == "1":
+            raise
+        pytest.skip(f"no Docker engine with the project's images here ({e}); see .ci/docker-setup")
+    yield client
+    client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -7,14 +7,12 @@ elsewhere these tests skip when no engine answers, unless JSA_REQUIRE_DOCKER=1.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import urllib.request
 
 import pytest
 
 from jupyter_spark_appliance.backends.docker import LABEL, DockerBackend, DockerConfig
 from jupyter_spark_appliance.manager import ApplianceManager
+from jupyter_spark_appliance.spark.standalone import alive_workers
 from jupyter_spark_appliance.store import Store
 from jupyter_spark_appliance.templates import DEFAULT_IMAGES
 
@@ -22,25 +20,12 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def engine():
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-        for image in DEFAULT_IMAGES.values():
-            client.images.get(image)
-    except Exception as e:  # noqa: BLE001
-        if os.environ.get("JSA_REQUIRE_DOCKER") == "1":
-            raise
-        pytest.skip(f"no Docker engine with the project's images here ({e}); see .ci/docker-setup")
-    yield client
-    client.close()
+def engine(docker_engine):
+    return docker_engine
 
 
 def alive(model: dict) -> int:
-    with urllib.request.urlopen(model["links"]["spark-ui"] + "/json/", timeout=5) as r:
-        return sum(w["state"] == "ALIVE" for w in json.load(r)["workers"])
+    return alive_workers(model["links"]["spark-ui"])
 
 
 def ours(engine, app_id: str):
@@ -169,7 +154,8 @@ async def test_cmd_env_references_and_volumes_are_honoured(api, engine, tmp_path
     spec = {"id": "plumbing", "backend": "docker", "containers": [
         {"id": "spark-master", "type": "service", "image": DEFAULT_IMAGES["spark-master"],
          "resources": {"cpus": 1, "mem": 768}, "ports": [{"container_port": 8080}, {"container_port": 7077}]},
-        {"id": "probe", "type": "service", "image": DEFAULT_IMAGES["spark-master"], "resources": {"cpus": 0.5, "mem": 128},
+        {"id": "probe", "type": "service", "image": DEFAULT_IMAGES["spark-master"],
+         "resources": {"cpus": 0.5, "mem": 128},
          "env": {"MASTER": "@spark-master:7077", "GREETING": "mail me\\@example.org"},
          "cmd": "echo \"$MASTER $GREETING\" > /data/out.txt && sleep 300",
          "volumes": [{"src": str(shared), "dest": "/data", "type": "rw"}]}]}

@@ -19,21 +19,18 @@ import urllib.request
 import psutil
 import pytest
 
+from jupyter_spark_appliance import wire
 from jupyter_spark_appliance.backends.local import LocalBackend, LocalConfig
 from jupyter_spark_appliance.manager import ApplianceManager
-from jupyter_spark_appliance.ports import port_is_free
+from jupyter_spark_appliance.spark.ports import port_is_free
+from jupyter_spark_appliance.spark.standalone import alive_workers
 from jupyter_spark_appliance.store import Store
 
 pytestmark = pytest.mark.spark
 
 
-def master_json(model: dict) -> dict:
-    with urllib.request.urlopen(model["links"]["spark-ui"] + "/json/", timeout=5) as r:
-        return json.load(r)
-
-
 def alive(model: dict) -> int:
-    return sum(w["state"] == "ALIVE" for w in master_json(model)["workers"])
+    return alive_workers(model["links"]["spark-ui"])
 
 
 def container(model: dict, cid: str) -> dict:
@@ -42,7 +39,8 @@ def container(model: dict, cid: str) -> dict:
 
 def pids(model: dict, record_dir) -> list[int]:
     record = json.loads((record_dir / model["id"] / "record.json").read_text())
-    return [i["info"]["pid"] for insts in record["instances"].values() for i in insts if "pid" in i.get("info", {})]
+    handles = [i.get("handle") or {} for insts in record["instances"].values() for i in insts]
+    return [h["pid"] for h in handles if "pid" in h]
 
 
 def gone(pid: int) -> bool:
@@ -71,8 +69,10 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
     code, model = await api.call("POST", "appliance", {"template": "spark-livy", "workers": 1})
     assert code == 201, model
     assert model["id"] == "spark-livy" and model["backend"] == "local"
+    wire.validator("Appliance").validate(model)
     model = await api.wait_state("spark-livy", {"running", "failed"})
     assert model["state"] == "running", model["reason"]
+    wire.validator("Appliance").validate(model)  # every field of a real running appliance is declared
     assert [c["id"] for c in model["containers"]] == ["spark-master", "livy", "spark-worker"]
     assert alive(model) == 1
     for c in model["containers"]:
@@ -94,6 +94,11 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
     # Scale 1 -> 3 -> 1; the master is the judge.
     code, body = await api.call("PATCH", "appliance/spark-livy/container/spark-worker", {"instances": 3})
     assert code == 202, body
+    assert container(body, "spark-worker")["instances"] == 3  # the reply shows the new desired count
+    wire.validator("Appliance").validate(body)
+    code, body = await api.call("PATCH", "appliance/spark-livy/container/spark-worker", {"instances": 65})
+    assert code == 400 and body["problems"][0]["path"] == "instances"
+    assert "must be at most 64" in body["problems"][0]["message"]
 
     async def n_alive(n):
         _, m = await api.call("GET", "appliance/spark-livy")
@@ -123,23 +128,23 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
     code, logs = await api.call("GET", "appliance/spark-livy/container/spark-master/logs", tail=50)
     assert code == 200 and any("Master" in line for line in logs["instances"][0]["lines"])
 
-    # A worker JVM killed behind our back shows in the state, with the reason.
+    # A worker JVM killed behind our back comes back by itself (no request), on its old
+    # ports, counted in the model with the reason, and registers with the master again.
     record = json.loads((appliance_data_dir / "spark-livy" / "record.json").read_text())
-    worker_pid = record["instances"]["spark-worker"][0]["info"]["pid"]
+    worker_pid = record["instances"]["spark-worker"][0]["handle"]["pid"]
     os.kill(worker_pid, signal.SIGKILL)
 
-    async def worker_failed():
+    async def worker_restarted():
         _, m = await api.call("GET", "appliance/spark-livy")
-        return m if container(m, "spark-worker")["state"] == "failed" else None
+        inst = container(m, "spark-worker")["instance_states"][0]
+        return m if inst["state"] == "running" and inst["restarts"] == 1 else None
 
-    model = await wait_until(worker_failed, timeout=30, what="the killed worker to show")
-    reason = container(model, "spark-worker")["instance_states"][0]["reason"]
-    assert "SIGKILL" in reason and model["state"] == "failed"
-
-    # Scaling is how a user replaces it.
-    await api.call("PATCH", "appliance/spark-livy/container/spark-worker", {"instances": 1})
-    model = await wait_until(lambda: n_alive(1), what="replacement worker")
-    assert model["state"] == "running"
+    model = await wait_until(worker_restarted, timeout=120, what="the killed worker to be replaced")
+    inst = container(model, "spark-worker")["instance_states"][0]
+    assert "SIGKILL" in inst["last_reason"], inst
+    assert container(model, "spark-worker")["restarts"] == 1 and model["state"] == "running"
+    model = await wait_until(lambda: n_alive(1), what="the replaced worker to register")
+    assert worker_pid not in pids(model, appliance_data_dir)
 
     # A server restart: a new manager over the same records re-adopts everything.
     restarted = ApplianceManager(
@@ -269,9 +274,19 @@ async def test_restart_shows_vanished_as_failed_and_shutdown_leaves_no_jvm(api, 
     try:
         states = {m["id"]: m for m in restarted.list()}
         assert states["staying"]["state"] == "running"
-        assert states["vanishing"]["state"] == "failed"
-        reason = states["vanishing"]["containers"][0]["instance_states"][0]["reason"]
-        assert reason.startswith("gone while the server was down")
+        # What died while nobody watched is restarted by the new server, with the reason.
+        inst = states["vanishing"]["containers"][0]["instance_states"][0]
+        assert inst["last_reason"].startswith("gone while the server was down"), inst
+        assert inst["state"] in ("pending", "staging", "running"), inst
+
+        async def back():
+            m = restarted.model(restarted.get("vanishing"))
+            i = m["containers"][0]["instance_states"][0]
+            return m if i["state"] == "running" and i["restarts"] == 1 else None
+
+        model = await wait_until(back, timeout=120, what="the vanished master to be restarted")
+        assert vanishing[0] not in pids(model, appliance_data_dir)
+        await restarted.delete("vanishing")  # the new process is the restarted manager's to stop
     finally:
         await restarted.shutdown()
 
@@ -302,9 +317,9 @@ async def test_delete_during_launch_stops_what_started(api, appliance_data_dir):
 
 
 def test_archives_are_recorded_in_the_background_before_any_launch(tmp_path):
-    from jupyter_spark_appliance.cds import ClassDataSharing
-    from jupyter_spark_appliance.cds_recording import record_archives
-    from jupyter_spark_appliance.spark_home import find_spark_home
+    from jupyter_spark_appliance.spark.cds import ClassDataSharing
+    from jupyter_spark_appliance.spark.cds_recording import record_archives
+    from jupyter_spark_appliance.spark.home import find_spark_home
 
     cds = ClassDataSharing(tmp_path / "cds")
     home = find_spark_home()
@@ -317,4 +332,5 @@ def test_archives_are_recorded_in_the_background_before_any_launch(tmp_path):
     assert not list((tmp_path / "cds").glob("*.tmp.jsa")) and not list((tmp_path / "cds").glob("*.recording"))
     assert record_archives(cds, home, "", tmp_path / "rec") == []  # nothing left to record
     # The throwaway JVMs are gone.
-    assert [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "rec") in " ".join(p.info["cmdline"] or [])] == []
+    mine = str(tmp_path / "rec")
+    assert [p for p in psutil.process_iter(["cmdline"]) if mine in " ".join(p.info["cmdline"] or [])] == []

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 
 import pytest
 
-from jupyter_spark_appliance.ports import allocate_port
+from jupyter_spark_appliance.spark.ports import allocate_port
+from jupyter_spark_appliance.spark.standalone import alive_workers
+
 from kernels import run_kernel_process
 
 pytestmark = pytest.mark.spark
-
-
-def alive_workers(ui: str) -> int:
-    with urllib.request.urlopen(ui + "/json/", timeout=5) as r:
-        return sum(w["state"] == "ALIVE" for w in json.load(r)["workers"])
 
 
 @pytest.fixture
@@ -81,7 +77,8 @@ async def test_magic_errors_are_clear(api, kernel_env):
 async def test_kernel_finds_the_server_through_its_runtime_files(api, jp_serverapp):
     # No URL/token overrides: the client reads Jupyter's running-server files.
     out = await run_kernel_process("python3", [
-        "import os; [os.environ.pop(k, None) for k in ('JUPYTER_SPARK_APPLIANCE_URL', 'JUPYTER_SPARK_APPLIANCE_TOKEN')]",
+        "import os; [os.environ.pop(k, None) for k in"
+        " ('JUPYTER_SPARK_APPLIANCE_URL', 'JUPYTER_SPARK_APPLIANCE_TOKEN')]",
         "from jupyter_spark_appliance.client import ApplianceClient\n"
         "c = ApplianceClient(); print('BASE', c.base); print('LIST', c.list())",
     ], env={"JUPYTER_RUNTIME_DIR": jp_serverapp.runtime_dir})

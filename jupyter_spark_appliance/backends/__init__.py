@@ -1,5 +1,5 @@
-"""Backends turn container instances into running things (processes, containers)."""
+"""Backends turn container instances into running things (processes, containers, services)."""
 
-from .base import Backend, BackendUnavailable, StartedInstance
+from .base import Backend, BackendUnavailable, Exit, Started, StartFailed, StartRequest
 
-__all__ = ["Backend", "BackendUnavailable", "StartedInstance"]
+__all__ = ["Backend", "BackendUnavailable", "Exit", "StartFailed", "Started", "StartRequest"]

@@ -17,17 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..handles import Handle, handle_kind
 from ..plan import AddressOf, address_map_resolver, resolve_container
+from ..spark.probes import health_check_passes, ports_accept
+from ..spark.roles import ROLES, ProbeContext, Role, role_by_image
 from ..spec import Appliance, Container, Problem
-from ..state import ApplianceRecord, Endpoint, Instance
-from ..templates import DEFAULT_IMAGES
-from .base import Backend, BackendUnavailable, StartedInstance, StartFailed
-from .local_roles import DEFAULT_LOCAL_ROLES, PORT_NAMES, role_of
-from .probes import health_check_passes, livy_answers, master_alive, ports_accept, worker_alive
+from ..state import Endpoint
+from .base import Backend, BackendUnavailable, Exit, Started, StartFailed, StartRequest
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,16 @@ def docker_sdk() -> Any:
     return docker
 
 LABEL = "jupyter-spark-appliance"
-PROJECT_IMAGES = set(DEFAULT_IMAGES.values())
+PROJECT_IMAGES = {r.image for r in ROLES.values()}
+
+
+@handle_kind
+@dataclass
+class ContainerHandle(Handle):
+    kind = "container"
+    container_id: str = ""
+    name: str = ""
+    host_network: bool = False  # network_mode host: peers reach it on 127.0.0.1 and its published ports
 
 
 @dataclass
@@ -56,7 +65,6 @@ class DockerConfig:
     connect_host: str = "127.0.0.1"
     allow_privileged: bool = False
     owner: str = ""
-    roles: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LOCAL_ROLES))
 
 
 def container_name(appliance_id: str, container_id: str, index: int) -> str:
@@ -72,6 +80,7 @@ class DockerBackend(Backend):
 
     def __init__(self, config: DockerConfig, workdir: Callable[[str], Path], client_factory=None):  # noqa: ANN001
         self.config = config
+        self.connect_host = config.connect_host
         self.workdir = workdir
         self._client_factory = client_factory
         self._client: Any = None
@@ -97,6 +106,9 @@ class DockerBackend(Backend):
             ) from None
         self._client = client
 
+    def role_of(self, container: Container) -> Role | None:
+        return role_by_image(container.image)
+
     def check(self, appliance: Appliance) -> list[Problem]:
         problems = []
         for i, c in enumerate(appliance.containers):
@@ -107,28 +119,26 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------------ appliance
 
-    def _labels(self, record: ApplianceRecord, container: str = "", index: int | None = None) -> dict[str, str]:
-        labels = {f"{LABEL}.appliance": record.id, f"{LABEL}.owner": self.config.owner}
+    def _labels(self, appliance_id: str, container: str = "", index: int | None = None) -> dict[str, str]:
+        labels = {f"{LABEL}.appliance": appliance_id, f"{LABEL}.owner": self.config.owner}
         if container:
             labels[f"{LABEL}.container"] = container
             labels[f"{LABEL}.instance"] = str(index)
         return labels
 
-    async def prepare(self, record: ApplianceRecord) -> None:
-        def create() -> str:
-            name = network_name(record.id)
-            for net in self.client.networks.list(names=[name]):
-                if net.name == name:
-                    return net.id
-            return self.client.networks.create(name, driver="bridge", labels=self._labels(record)).id
+    async def prepare(self, appliance_id: str) -> None:
+        def create() -> None:
+            name = network_name(appliance_id)
+            if not any(net.name == name for net in self.client.networks.list(names=[name])):
+                self.client.networks.create(name, driver="bridge", labels=self._labels(appliance_id))
 
-        record.extra["network"] = await asyncio.to_thread(create)
+        await asyncio.to_thread(create)
 
-    async def cleanup(self, record: ApplianceRecord) -> None:
+    async def cleanup(self, appliance_id: str) -> None:
         def remove() -> None:
             docker = docker_sdk()
 
-            for net in self.client.networks.list(filters={"label": f"{LABEL}.appliance={record.id}"}):
+            for net in self.client.networks.list(filters={"label": f"{LABEL}.appliance={appliance_id}"}):
                 try:
                     net.remove()
                 except docker.errors.APIError as e:
@@ -138,28 +148,41 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------------ instances
 
-    async def start(self, record: ApplianceRecord, container: Container, instance: Instance) -> StartedInstance:
-        return await asyncio.to_thread(self._start, record, container, instance)
+    def resolver(self, peers: Mapping[str, Handle], referrer: Container) -> AddressOf:
+        """``@id`` -> its container name on the appliance network (its port unchanged), or
+        127.0.0.1 and the published port when either side uses the host's network."""
+        hosts: dict[str, str] = {}
+        ports: dict[tuple[str, int], int] = {}
+        for cid, handle in peers.items():
+            assert isinstance(handle, ContainerHandle)
+            via_host = referrer.network_mode == "host" or handle.host_network
+            hosts[cid] = "127.0.0.1" if via_host else handle.name
+            for cport, published in handle.ports.items():
+                ports[cid, cport] = published if via_host else cport
+        return address_map_resolver(hosts, ports)
 
-    def _start(self, record: ApplianceRecord, container: Container, instance: Instance) -> StartedInstance:
+    async def start(self, request: StartRequest) -> Started:
+        return await asyncio.to_thread(self._start, request)
+
+    def _start(self, request: StartRequest) -> Started:
         docker = docker_sdk()
 
-        name = container_name(record.id, container.id, instance.index)
+        container, role = request.container, request.role
+        name = container_name(request.appliance_id, container.id, request.index)
         host_mode = container.network_mode == "host"
-        resolved = resolve_container(container, self._address_of(record, host_mode))
+        resolved = resolve_container(container, self.resolver(request.peers, container))
         env = dict(resolved.env)
-        role = role_of(container, self.config.roles) if container.image in PROJECT_IMAGES else None
-        if role == "spark-worker":
-            env.setdefault("SPARK_WORKER_CORES", str(max(1, round(container.resources.cpus))))
-            # The container's memory also holds the worker daemon: offer executors the rest.
-            env.setdefault("SPARK_WORKER_MEMORY", f"{max(256, int(container.resources.mem) - 384)}m")
-        elif role == "spark-master":
-            env.setdefault("SPARK_DAEMON_MEMORY", f"{max(128, int(container.resources.mem) - 128)}m")
-        ports = {f"{p.container_port}/{p.protocol}": (self.config.bind_host, p.host_port or None)
+        if role is not None:
+            # The image's entrypoint builds the role's command (spark/entrypoint.py) from these.
+            env.setdefault("JSA_CORES", str(max(1, round(container.resources.cpus))))
+            env.setdefault("JSA_MEMORY_MB", str(int(container.resources.mem)))
+        previous = request.previous.ports if request.previous else {}
+        ports = {f"{p.container_port}/{p.protocol}": (self.config.bind_host,
+                                                      p.host_port or previous.get(p.container_port) or None)
                  for p in container.ports}
         kwargs: dict[str, Any] = {
             "name": name, "hostname": name, "detach": True, "environment": env,
-            "labels": self._labels(record, container.id, instance.index),
+            "labels": self._labels(request.appliance_id, container.id, request.index),
             "nano_cpus": int(container.resources.cpus * 1e9), "mem_limit": f"{int(container.resources.mem)}m",
             "privileged": bool(container.is_privileged and self.config.allow_privileged),
             "volumes": {v.src: {"bind": v.dest, "mode": v.type} for v in container.volumes} or None,
@@ -173,7 +196,7 @@ class DockerBackend(Backend):
         if host_mode:
             kwargs["network_mode"] = "host"
         else:
-            kwargs["network"] = network_name(record.id)
+            kwargs["network"] = network_name(request.appliance_id)
             kwargs["ports"] = ports
         try:
             self._remove_stale(name)
@@ -189,6 +212,7 @@ class DockerBackend(Backend):
             created.remove(force=True)
             raise StartFailed(f"{name} did not start: {e.explanation or e}") from None
         endpoints = []
+        published: dict[int, int] = {}
         for p in container.ports:
             if host_mode:
                 host_port = p.host_port or p.container_port
@@ -197,11 +221,13 @@ class DockerBackend(Backend):
                 if not bound:
                     raise StartFailed(f"{name}: port {p.container_port} was not published")
                 host_port = int(bound[0]["HostPort"])
+            published[p.container_port] = host_port
+            role_port = role.port(p.container_port) if role else None
             endpoints.append(Endpoint(self.config.connect_host, host_port, p.container_port, p.protocol,
-                                      p.name or PORT_NAMES.get((role or "", p.container_port))))
-        info = {"container_id": created.id, "name": name, "role": role or "",
-                "ports": {str(e.container_port): e.host_port for e in endpoints}}
-        return StartedInstance(endpoints, info)
+                                      p.name or (role_port.name if role_port else None)))
+        handle = ContainerHandle(ports=published, peer_host=name, container_id=created.id, name=name,
+                                 host_network=host_mode)
+        return Started(handle, endpoints)
 
     def _missing_image(self, image: str) -> str:
         if image in PROJECT_IMAGES:
@@ -223,72 +249,46 @@ class DockerBackend(Backend):
         if stale.labels.get(f"{LABEL}.appliance"):
             stale.remove(force=True)  # ours, from a crashed server: safe to replace
 
-    @staticmethod
-    def _address_of(record: ApplianceRecord, host_mode: bool) -> AddressOf:
-        """``@id`` -> its container name on the appliance network (its port unchanged), or
-        127.0.0.1 and the published port when either side uses the host's network."""
-        hosts: dict[str, str] = {}
-        ports: dict[tuple[str, int], int] = {}
-        for target in record.appliance.containers:
-            started = next((i for i in record.instances.get(target.id, []) if i.info), None)
-            if started is None:
-                continue
-            via_host = host_mode or target.network_mode == "host"
-            hosts[target.id] = "127.0.0.1" if via_host else str(started.info["name"])
-            for p in target.ports:
-                published = started.info["ports"].get(str(p.container_port), p.container_port)
-                ports[target.id, p.container_port] = published if via_host else p.container_port
-        return address_map_resolver(hosts, ports)
-
-    async def ready(self, record: ApplianceRecord, container: Container, instance: Instance) -> bool:
-        ports = {int(k): v for k, v in instance.info.get("ports", {}).items()}
+    async def ready(self, handle: Handle, container: Container, role: Role | None, master_ui: str | None) -> bool:
+        assert isinstance(handle, ContainerHandle)
         host = self.config.connect_host
-        role = instance.info.get("role")
         if container.health_check is not None:
-            return await health_check_passes(container.health_check, host, ports)
-        if role == "spark-master" and 8080 in ports:
-            return await master_alive(f"http://{host}:{ports[8080]}")
-        if role == "spark-worker":
-            return await worker_alive(self._master_ui(record), lambda w: w.get("host") == instance.info["name"])
-        if role == "livy" and 8998 in ports:
-            return await livy_answers(f"http://{host}:{ports[8998]}")
-        if not ports:
-            return self.exit_status(instance) is None
-        return await ports_accept(host, ports.values())
+            return await health_check_passes(container.health_check, host, handle.ports)
+        if role is not None and (role.probe_port is None or role.probe_port in handle.ports):
+            return await role.probe(ProbeContext(host, handle.ports, master_ui, handle.name))
+        if not handle.ports:
+            return await asyncio.to_thread(self.exit_status, handle) is None
+        return await ports_accept(host, handle.ports.values())
 
-    def _master_ui(self, record: ApplianceRecord) -> str | None:
-        for insts in record.instances.values():
-            for inst in insts:
-                if inst.info.get("role") == "spark-master" and "8080" in inst.info.get("ports", {}):
-                    return f"http://{self.config.connect_host}:{inst.info['ports']['8080']}"
-        return None
-
-    def exit_status(self, instance: Instance) -> str | None:
+    def exit_status(self, handle: Handle) -> Exit | None:
         docker = docker_sdk()
 
-        cid = instance.info.get("container_id")
-        if not cid:
-            return "never started"
+        assert isinstance(handle, ContainerHandle)
+        if not handle.container_id:
+            return Exit("never started")
         try:
-            c = self.client.containers.get(cid)
+            c = self.client.containers.get(handle.container_id)
         except docker.errors.NotFound:
-            return "its container is gone"
+            return Exit("its container is gone")
         except Exception as e:  # noqa: BLE001 - engine down: report, do not crash the monitor
-            return f"its container cannot be inspected: {e}"
+            return Exit(f"its container cannot be inspected: {e}")
         state = c.attrs.get("State", {})
         if state.get("Running"):
             return None
         if state.get("OOMKilled"):
-            return "its container was killed: out of memory (raise resources.mem)"
-        return f"its container exited with code {state.get('ExitCode')}"
+            return Exit("its container was killed: out of memory (raise resources.mem)")
+        code = state.get("ExitCode")
+        return Exit(f"its container exited with code {code}", success=code == 0)
 
-    async def stop(self, record: ApplianceRecord, instance: Instance) -> None:
+    async def stop(self, handle: Handle) -> None:
+        assert isinstance(handle, ContainerHandle)
+
         def stop() -> None:
             docker = docker_sdk()
 
             try:
-                c = self.client.containers.get(instance.info["container_id"])
-            except (docker.errors.NotFound, KeyError):
+                c = self.client.containers.get(handle.container_id)
+            except docker.errors.NotFound:
                 return
             try:
                 c.stop(timeout=10)
@@ -298,13 +298,14 @@ class DockerBackend(Backend):
 
         await asyncio.to_thread(stop)
 
-    def logs(self, record: ApplianceRecord, instance: Instance, tail: int) -> list[str]:
+    def logs(self, handle: Handle, tail: int) -> list[str]:
         docker = docker_sdk()
 
+        assert isinstance(handle, ContainerHandle)
         try:
-            c = self.client.containers.get(instance.info["container_id"])
+            c = self.client.containers.get(handle.container_id)
             return c.logs(tail=tail).decode("utf-8", "replace").splitlines()
-        except (docker.errors.NotFound, KeyError):
+        except docker.errors.NotFound:
             return []
 
     # ------------------------------------------------------------------ leftovers

@@ -21,7 +21,7 @@ import psutil
 import pytest
 import requests
 
-from jupyter_spark_appliance.ports import allocate_port
+from jupyter_spark_appliance.spark.ports import allocate_port
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -124,7 +124,8 @@ def test_launch_watch_scale_stop(lab, page):
     card.locator(".jp-SparkAppliance-slider").fill("2")
     worker = card.locator('.jp-SparkAppliance-container[data-container-id="spark-worker"]')
     page.wait_for_function(
-        """() => { const w = document.querySelector('[data-appliance-id="spark-livy"] [data-container-id="spark-worker"]');
+        """() => { const w = document.querySelector(
+                     '[data-appliance-id="spark-livy"] [data-container-id="spark-worker"]');
                    return w && w.dataset.state === 'running' && w.textContent.includes('2/2'); }""",
         timeout=240_000)
     model = rest(lab, "appliance/spark-livy")
@@ -217,6 +218,7 @@ def test_live_updates_survive_dropped_streams(lab, page):
     assert r.status_code == 201, r.text
     card = page.locator('.jp-SparkAppliance-card[data-appliance-id="relive"]')
     page.locator('.jp-SparkAppliance-card[data-appliance-id="relive"][data-state="running"]').wait_for(timeout=120_000)
-    requests.delete(f"{lab['base']}/spark-appliance/appliance/relive", headers={"Authorization": f"token {lab['token']}"})
+    requests.delete(f"{lab['base']}/spark-appliance/appliance/relive",
+                    headers={"Authorization": f"token {lab['token']}"})
     card.wait_for(state="detached", timeout=60_000)  # the deletion arrives live too
     assert page.evaluate("window.__opens") >= 3

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from .cds import APP_ROLES, DAEMON_ROLES, ClassDataSharing
-from .logwatch import READY_LINES, LogWatcher
-from .ports import allocate_port
-from .process_groups import group_alive, stop_group
+from .processes import group_alive
+from .roles import SPARK_MASTER, SPARK_WORKER
+from .standalone import base_env, new_cluster, start_master, start_worker, wait_for
 
 # A throwaway application that loads what a Livy session's first statements load:
 # the driver's start, Py4J, a shuffle, SQL and JSON rows (the gateway's %%sql path).
@@ -52,54 +52,26 @@ def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, wor
     roles = DAEMON_ROLES + (APP_ROLES if python else ())
     plans = {role: cds.java_opts(role, spark_home) for role in roles}
     recording = [role for role, (opts, _) in plans.items() if opts.startswith("-XX:ArchiveClassesAtExit")]
-    daemons: list[subprocess.Popen[bytes]] = []
+    cluster = None
     try:
         if not recording:
             return []
-        workdir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(spark_home),
-               "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"}
-        master_url = _start_daemons(spark_home, java_opts, {r: plans[r][0] for r in DAEMON_ROLES}, env, workdir,
-                                    timeout, daemons)
+        env = {"SPARK_HOME": str(spark_home)}
+        cluster = new_cluster(workdir)
+        master = start_master(cluster, f"{java_opts} {plans['spark-master'][0]}".strip(), env, nice=19)
+        wait_for(cluster, "master.log", SPARK_MASTER.ready_line or b"", master, timeout)
+        worker = start_worker(cluster, 0, 1, 1024, f"{java_opts} {plans['spark-worker'][0]}".strip(), env, nice=19)
+        wait_for(cluster, "worker-0.log", SPARK_WORKER.ready_line or b"", worker, timeout)
         if python and any(role in recording for role in APP_ROLES):
-            _run_app(python, master_url, plans["spark-driver"][0], plans["spark-executor"][0], env, workdir, timeout)
+            _run_app(python, cluster.master_url, plans["spark-driver"][0], plans["spark-executor"][0],
+                     base_env(env), workdir, timeout)
         return recording
     finally:
         # Worker (with its executors) first, then master; each archive is written as its JVM exits.
-        for proc in reversed(daemons):
-            stop_group(proc.pid, proc, grace=60)
-        for _, info in plans.values():
-            ClassDataSharing.finish(info)
-
-
-def _start_daemons(spark_home: Path, java_opts: str, cds_opts: dict[str, str], env: dict[str, str],
-                   workdir: Path, timeout: float, started: list[subprocess.Popen[bytes]]) -> str:
-    """Start a master and a worker (appended to ``started``); returns the master's URL once both are up."""
-    spark_class = str(spark_home / "bin" / "spark-class")
-    port, ui = allocate_port("127.0.0.1"), allocate_port("127.0.0.1")
-    master_url = f"spark://127.0.0.1:{port}"
-    commands = {
-        "spark-master": [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                         "--port", str(port), "--webui-port", str(ui)],
-        "spark-worker": [spark_class, "org.apache.spark.deploy.worker.Worker", master_url,
-                         "--host", "127.0.0.1", "--port", "0", "--webui-port", "0", "--cores", "1",
-                         "--memory", "1g", "--work-dir", str(workdir / "work")],
-    }
-    watcher = LogWatcher()
-    for role in DAEMON_ROLES:
-        log = workdir / f"{role}.log"
-        daemon_env = {**env, "SPARK_DAEMON_JAVA_OPTS": f"{java_opts} {cds_opts[role]}".strip()}
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(commands[role], env=daemon_env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        started.append(proc)
-        _lowest_priority(proc.pid)
-        deadline = time.monotonic() + timeout
-        while not watcher.seen(log, READY_LINES[role]):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{role} did not start; see {log}")
-            time.sleep(0.2)
-    return master_url
+        if cluster is not None:
+            cluster.stop(grace=60)
+        for _, facts in plans.values():
+            ClassDataSharing.finish(facts)
 
 
 def _run_app(python: str, master_url: str, driver_opts: str, executor_opts: str, env: dict[str, str],

@@ -19,15 +19,15 @@ from importlib.metadata import version
 from importlib.resources import files
 from pathlib import Path
 
-from . import __version__
-from .templates import DEFAULT_IMAGES
+from .. import __version__
+from ..backends.docker import docker_sdk
+from .roles import ROLES
 
 DEFAULT_BASE = "jupyter-spark-appliance-base:bookworm"
-ROLES = ("spark-master", "spark-worker", "livy")
 
 
 def project_root() -> Path | None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() else None
 
 
@@ -40,7 +40,7 @@ def build_context(ctx: Path, log: Callable[[str], None]) -> None:
     root = project_root()
     log(f"building the jupyter-spark-appliance wheel from {root or 'PyPI'}")
     subprocess.run(pip + ["--no-deps", str(root) if root else f"jupyter-spark-appliance=={__version__}"], check=True)
-    shutil.copy(files("jupyter_spark_appliance").joinpath("images/Dockerfile"), ctx / "Dockerfile")
+    shutil.copy(files("jupyter_spark_appliance").joinpath("spark/images/Dockerfile"), ctx / "Dockerfile")
 
 
 def context_digest(ctx: Path) -> str:
@@ -54,7 +54,7 @@ def context_digest(ctx: Path) -> str:
 
 def build_images(base: str = DEFAULT_BASE, log: Callable[[str], None] = print, client=None) -> dict[str, str]:  # noqa: ANN001
     """Build (or reuse, when the inputs did not change) the three role images."""
-    import docker
+    docker = docker_sdk()
 
     client = client or docker.from_env()
     with tempfile.TemporaryDirectory(prefix="jsa-image-") as tmp:
@@ -62,8 +62,7 @@ def build_images(base: str = DEFAULT_BASE, log: Callable[[str], None] = print, c
         build_context(ctx, log)
         digest = context_digest(ctx) + "-" + hashlib.sha256(base.encode()).hexdigest()[:8]
         built = {}
-        for role in ROLES:
-            tag = DEFAULT_IMAGES[role]
+        for role, tag in ((r.name, r.image) for r in ROLES.values()):
             previous = None
             try:
                 previous = client.images.get(tag)
@@ -91,7 +90,7 @@ def _remove_replaced(client, image_id: str, tag: str, log: Callable[[str], None]
 
     Only when nothing else tags it; one that a container still uses stays (Docker refuses).
     """
-    import docker
+    docker = docker_sdk()
 
     try:
         if client.images.get(image_id).tags:

@@ -25,16 +25,13 @@ from pathlib import Path
 
 from .cds import APP_ROLES, DAEMON_ROLES, FAST_DAEMON_JAVA_OPTS, ClassDataSharing
 from .cds_recording import record_archives
+from .roles import ROLES, LaunchContext
 
 
 def spark_home() -> Path:
     import pyspark
 
     return Path(pyspark.__file__).parent
-
-
-def spark_class() -> str:
-    return str(spark_home() / "bin" / "spark-class")
 
 
 def cds() -> ClassDataSharing:
@@ -53,42 +50,34 @@ def record_cds() -> None:
           f"missing: {', '.join(missing) or 'none'}")
 
 
-def master_url(arg: str) -> str:
-    return arg if arg.startswith("spark://") else f"spark://{arg}"
-
-
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["--record-cds"]:
         record_cds()
         return
-    role = os.environ.get("JSA_ROLE", "")
-    host = socket.gethostname()
-    env = dict(os.environ)
-    env.setdefault("SPARK_DAEMON_JAVA_OPTS", FAST_DAEMON_JAVA_OPTS)
-    if role in ("spark-master", "spark-worker"):
-        archive_opts = cds().use_opts(role, spark_home())
-        env["SPARK_DAEMON_JAVA_OPTS"] = f"{env['SPARK_DAEMON_JAVA_OPTS']} {archive_opts}".strip()
-    if role == "spark-master":
-        env["SPARK_MASTER_OPTS"] = (env.get("SPARK_MASTER_OPTS", "") + " -Dspark.master.rest.enabled=false").strip()
-        argv_ = [spark_class(), "org.apache.spark.deploy.master.Master", "--host", host,
-                 "--port", "7077", "--webui-port", "8080"]
-    elif role == "spark-worker":
-        if not args:
-            sys.exit("spark-worker needs the master's address as its first argument")
-        argv_ = [spark_class(), "org.apache.spark.deploy.worker.Worker", master_url(args[0]), "--host", host,
-                 "--webui-port", "8081", "--cores", env.get("SPARK_WORKER_CORES", "1"),
-                 "--memory", env.get("SPARK_WORKER_MEMORY", "1g"), "--work-dir", "/tmp/spark-work"]
-    elif role == "livy":
-        if not args:
-            sys.exit("livy needs the master URL as its first argument")
-        argv_ = [sys.executable, "-m", "jupyter_spark_appliance.livy", "--master", master_url(args[0]),
-                 "--host", "0.0.0.0", "--port", "8998", "--log-dir", "/tmp/livy-logs",
-                 "--conf", f"spark.driver.host={host}", "--conf", "spark.driver.bindAddress=0.0.0.0",
-                 "--cds-dir", str(cds().cache_dir)]
-    else:
-        sys.exit(f"JSA_ROLE must be spark-master, spark-worker or livy, not {role!r}")
-    os.execvpe(argv_[0], argv_, env)
+    role = ROLES.get(os.environ.get("JSA_ROLE", ""))
+    if role is None:
+        sys.exit(f"JSA_ROLE must be one of {', '.join(ROLES)}, not {os.environ.get('JSA_ROLE', '')!r}")
+    home = spark_home()
+    java_opts = os.environ.get("SPARK_DAEMON_JAVA_OPTS", FAST_DAEMON_JAVA_OPTS)
+    if role.cds_role:
+        java_opts = f"{java_opts} {cds().use_opts(role.cds_role, home)}".strip()
+    work = Path(tempfile.gettempdir()) / "spark-work"
+    ctx = LaunchContext(
+        bind_host="0.0.0.0", advertise_host=socket.gethostname(),
+        ports={p.container_port: p.container_port for p in role.ports}, args=args, env=dict(os.environ),
+        spark_home=home, python=sys.executable, cores=int(os.environ.get("JSA_CORES", "1")),
+        memory_mb=int(os.environ.get("JSA_MEMORY_MB", "1024")), work_dir=work,
+        log_dir=Path(tempfile.gettempdir()) / "livy-logs", daemon_java_opts=java_opts,
+        cds_dir=cds().cache_dir, contained=True,
+    )
+    try:
+        command = role.command(ctx)
+    except ValueError as e:
+        sys.exit(str(e))
+    work.mkdir(parents=True, exist_ok=True)
+    # exec: the JVM (or the gateway) replaces this process, so `docker stop` reaches it directly.
+    os.execvpe(command.argv[0], command.argv, {**os.environ, **command.env})
 
 
 if __name__ == "__main__":

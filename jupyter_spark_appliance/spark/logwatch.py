@@ -10,13 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# What each role logs once it is ready.
-READY_LINES = {
-    "spark-master": b"New state: ALIVE",
-    "spark-worker": b"Successfully registered with master",
-    "livy": b"Livy gateway on http://",
-}
-
 
 class LogWatcher:
     def __init__(self) -> None:

@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..httpjson import get_json, get_status
-from ..ports import port_accepts
 from ..spec import HealthCheck
+from .httpjson import get_json, get_status
+from .ports import port_accepts
 
 
 async def health_check_passes(hc: HealthCheck, host: str, ports: dict[int, int]) -> bool:

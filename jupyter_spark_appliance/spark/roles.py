@@ -1,0 +1,215 @@
+"""The role catalogue: everything the project knows about each process it can run.
+
+A PIVOT container names an image; the project knows how to run a few *roles*
+(a Spark master, a Spark worker, the Livy gateway, ...). Each role is defined
+here once: its ports and their names, the log line and the probe that say it is
+ready, the command that starts it (the same function builds the local process
+and, inside the project's image, the container's process), its default image
+and its class-data-sharing archive. Backends only run what a role describes,
+so a new role is one entry in :data:`ROLES`, not edits across the package.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from .probes import livy_answers, master_alive, worker_alive
+
+MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+IMAGE_PREFIX = "jupyter-spark-appliance"
+
+
+@dataclass(frozen=True)
+class RolePort:
+    """A port the role's process always listens on (declared in the spec or not)."""
+
+    container_port: int
+    name: str  # the endpoint's name in the model ("spark-ui", "livy", ...)
+    link: str | None = None  # a label when browsers open it: it then gets a URL in "links"
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """What a role needs to build its command, whoever runs it (local process or container)."""
+
+    bind_host: str  # address the process listens on
+    advertise_host: str  # the name other processes reach it by (container name, or the bind host)
+    ports: Mapping[int, int]  # container port -> the port the process really listens on
+    args: Sequence[str]  # the container's args, references resolved
+    env: Mapping[str, str]  # the container's env, references resolved
+    spark_home: Path
+    python: str
+    cores: int
+    memory_mb: int
+    work_dir: Path
+    log_dir: Path
+    daemon_java_opts: str = ""  # JVM options for master/worker daemons (archives included)
+    cds_dir: Path | None = None  # archives for the gateway's drivers and executors
+    contained: bool = False  # in a container: its memory limit also holds the JVM's overhead
+    livy_home: str = ""  # a real Apache Livy instead of the gateway (local backend only)
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # path -> content to write before starting
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """Where the server reaches an instance, for readiness probes."""
+
+    host: str
+    ports: Mapping[int, int]  # container port -> port reachable from the server
+    master_ui: str | None  # the appliance master's web UI, as the server reaches it
+    advertise_host: str  # the host Spark lists this instance under (a worker in /json/)
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    title: str
+    ports: tuple[RolePort, ...]
+    command: Callable[[LaunchContext], Command]
+    probe: Callable[[ProbeContext], Awaitable[bool]]
+    probe_port: int | None = None  # the port its probe needs to reach (None: it asks the master)
+    ready_line: bytes | None = None  # what its log says once it is ready
+    cds_role: str | None = None  # its JVM's class-data-sharing archive
+    needs_master: bool = False  # args[0] is the master's address (PIVOT's image convention)
+    restart_with_master: bool = False  # its state lives in the master: restart it when the master restarts
+
+    @property
+    def image(self) -> str:
+        return f"{IMAGE_PREFIX}/{self.name}:{__version__}"
+
+    def port(self, container_port: int) -> RolePort | None:
+        return next((p for p in self.ports if p.container_port == container_port), None)
+
+
+def master_url(arg: str) -> str:
+    return arg if arg.startswith("spark://") else f"spark://{arg}"
+
+
+def worker_cores(cpus: float) -> int:
+    return max(1, math.ceil(cpus - 1e-9))
+
+
+def _spark_class(ctx: LaunchContext) -> str:
+    return str(ctx.spark_home / "bin" / "spark-class")
+
+
+def _master(ctx: LaunchContext) -> Command:
+    daemon_mb = max(128, ctx.memory_mb - 128) if ctx.contained else ctx.memory_mb
+    opts = f"{ctx.env.get('SPARK_MASTER_OPTS', '')} -Dspark.master.rest.enabled=false".strip()
+    env = {"SPARK_MASTER_OPTS": opts, "SPARK_DAEMON_MEMORY": f"{daemon_mb}m",
+           "SPARK_DAEMON_JAVA_OPTS": ctx.daemon_java_opts}
+    argv = [_spark_class(ctx), MASTER_CLASS, "--host", ctx.advertise_host,
+            "--port", str(ctx.ports[7077]), "--webui-port", str(ctx.ports[8080])]
+    return Command(argv, env)
+
+
+def _worker(ctx: LaunchContext) -> Command:
+    if not ctx.args:
+        raise ValueError("spark-worker needs the master's address as its first argument, e.g. [\"@spark-master:7077\"]")
+    # In a container the limit also holds the worker daemon: offer executors the rest.
+    offered = max(256, ctx.memory_mb - 384) if ctx.contained else ctx.memory_mb
+    env = {"SPARK_DAEMON_MEMORY": "256m", "SPARK_DAEMON_JAVA_OPTS": ctx.daemon_java_opts}
+    argv = [_spark_class(ctx), WORKER_CLASS, master_url(ctx.args[0]),
+            "--host", ctx.advertise_host, "--port", str(ctx.ports[7078]), "--webui-port", str(ctx.ports[8081]),
+            "--cores", str(ctx.cores), "--memory", f"{offered}M", "--work-dir", str(ctx.work_dir)]
+    return Command(argv, env)
+
+
+def _livy(ctx: LaunchContext) -> Command:
+    if not ctx.args:
+        raise ValueError("livy needs the master's address as its first argument, e.g. [\"spark://@spark-master:7077\"]")
+    master = master_url(ctx.args[0])
+    if ctx.livy_home:
+        return _real_livy(ctx, master)
+    argv = [ctx.python, "-m", "jupyter_spark_appliance.livy", "--master", master,
+            "--host", ctx.bind_host, "--port", str(ctx.ports[8998]), "--log-dir", str(ctx.log_dir)]
+    if ctx.contained:
+        # Executors on other containers connect back to the driver by this name.
+        argv += ["--conf", f"spark.driver.host={ctx.advertise_host}", "--conf", "spark.driver.bindAddress=0.0.0.0"]
+    if ctx.cds_dir is not None:
+        argv += ["--cds-dir", str(ctx.cds_dir)]
+    return Command(argv)
+
+
+def _real_livy(ctx: LaunchContext, master: str) -> Command:
+    conf = ctx.work_dir / "livy-conf"
+    text = (f"livy.server.host = {ctx.bind_host}\nlivy.server.port = {ctx.ports[8998]}\n"
+            f"livy.spark.master = {master}\nlivy.spark.deploy-mode = client\n")
+    env = {"LIVY_CONF_DIR": str(conf), "LIVY_LOG_DIR": str(ctx.log_dir), "SPARK_HOME": str(ctx.spark_home)}
+    return Command([str(Path(ctx.livy_home) / "bin" / "livy-server")], env, {str(conf / "livy.conf"): text})
+
+
+async def _master_ready(p: ProbeContext) -> bool:
+    return await master_alive(f"http://{p.host}:{p.ports[8080]}")
+
+
+async def _worker_ready(p: ProbeContext) -> bool:
+    return await worker_alive(p.master_ui, lambda w: w.get("host") == p.advertise_host
+                              and (7078 not in p.ports or w.get("port") == p.ports[7078]))
+
+
+async def _livy_ready(p: ProbeContext) -> bool:
+    return await livy_answers(f"http://{p.host}:{p.ports[8998]}")
+
+
+SPARK_MASTER = Role(
+    name="spark-master", title="Spark master",
+    ports=(RolePort(7077, "spark"), RolePort(8080, "spark-ui", "Spark master UI")),
+    command=_master, probe=_master_ready, probe_port=8080, ready_line=b"New state: ALIVE", cds_role="spark-master",
+)
+SPARK_WORKER = Role(
+    name="spark-worker", title="Spark worker",
+    ports=(RolePort(7078, "worker"), RolePort(8081, "worker-ui", "Spark worker UI")),
+    command=_worker, probe=_worker_ready, ready_line=b"Successfully registered with master",
+    cds_role="spark-worker", needs_master=True,
+)
+LIVY = Role(
+    name="livy", title="Livy",
+    ports=(RolePort(8998, "livy", "Livy"),),
+    command=_livy, probe=_livy_ready, probe_port=8998, ready_line=b"Livy gateway on http://",
+    needs_master=True, restart_with_master=True,
+)
+
+ROLES: dict[str, Role] = {r.name: r for r in (SPARK_MASTER, SPARK_WORKER, LIVY)}
+
+#: Regular expression (matched against a container's image, then its id) -> role; first match wins.
+DEFAULT_ROLE_PATTERNS: dict[str, str] = {
+    r"spark-master": "spark-master",
+    r"spark(-r)?-worker": "spark-worker",
+    r"livy": "livy",
+}
+
+
+def role_by_pattern(image: str, container_id: str, patterns: Mapping[str, str]) -> Role | None:
+    for text in (image, container_id):
+        for pattern, name in patterns.items():
+            if re.search(pattern, text) and name in ROLES:
+                return ROLES[name]
+    return None
+
+
+def role_by_image(image: str) -> Role | None:
+    """The role whose project image this is (the Docker backend knows only its own images)."""
+    return next((r for r in ROLES.values() if r.image == image), None)
+
+
+def port_name(role: Role | None, container_port: int) -> str | None:
+    port = role.port(container_port) if role else None
+    return port.name if port else None
+
+
+def link_labels() -> dict[str, str]:
+    """Endpoint name -> label, for every port a browser opens (the model's links)."""
+    return {p.name: p.link for r in ROLES.values() for p in r.ports if p.link}
