@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from jupyter_spark_appliance import wire
+from jupyter_spark_appliance.spec import MAX_INSTANCES
+
 PIVOT_TEXT = (Path(__file__).parent / "data" / "pivot-spark-livy.json").read_text()
 
 
@@ -35,7 +38,8 @@ async def test_the_local_backend_refuses_what_it_cannot_run(api):
     code, body = await api.call("POST", "appliance", doc)
     assert code == 400
     (problem,) = body["problems"]
-    assert problem["path"] == "containers[3].image" and "cannot run 'heliumdatacommons/sparkmagic'" in problem["message"]
+    assert problem["path"] == "containers[3].image"
+    assert "cannot run 'heliumdatacommons/sparkmagic'" in problem["message"]
     assert (await api.call("GET", "appliance"))[1] == {"appliances": []}
 
 
@@ -62,6 +66,9 @@ async def test_templates_and_openapi_are_served(api):
     code, body = await api.call("GET", "templates")
     assert code == 200 and body["templates"][0]["name"] == "spark-livy"
     assert body["templates"][0]["parameters"]["workers"]["default"] == 1
+    wire.validator("Templates").validate(body)
+    assert {b["name"]: b["available"] for b in body["backends"]}["local"] is True
+    assert body["default_backend"] == "local" and body["max_instances"] == MAX_INSTANCES
     code, doc = await api.call("GET", "openapi.json")
-    assert code == 200 and doc["openapi"].startswith("3.")
+    assert code == 200 and doc == json.loads(wire.openapi_path().read_text())
     assert {"/appliance", "/appliance/{id}", "/appliance/{id}/container/{cid}", "/templates"} <= set(doc["paths"])

@@ -2,58 +2,13 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-export interface Endpoint {
-  host: string;
-  host_port: number;
-  container_port: number;
-  protocol: string;
-  name: string | null;
-  url?: string;
-  instance?: number;
-}
+// The wire shapes are generated from the server's one definition (wire.py).
+import type { Appliance, Container, Endpoint, InstanceState, Logs, Problem, Template, Templates } from './wire';
 
-export interface InstanceState {
-  index: number;
-  name: string;
-  state: string;
-  reason: string | null;
-  endpoints: Endpoint[];
-}
-
-export interface ContainerModel {
-  id: string;
-  type: string;
-  image: string;
-  state: string;
-  instances: number;
-  resources: { cpus: number; mem: number };
-  dependencies: string[];
-  endpoints: Endpoint[];
-  instance_states: InstanceState[];
-}
-
-export interface ApplianceModel {
-  id: string;
-  state: string;
-  backend: string;
-  reason: string | null;
-  containers: ContainerModel[];
-  links: { [name: string]: string };
-  sparkmagic?: { url: string; config: string; warning?: string | null; note?: string; error?: string };
-}
-
-export interface Problem {
-  path: string;
-  message: string;
-  line?: number;
-  column?: number;
-}
-
-export interface TemplateModel {
-  name: string;
-  description: string;
-  parameters: { [name: string]: { type: string; default: unknown; description: string } };
-}
+export type { Endpoint, InstanceState, Problem, Templates };
+export type ContainerModel = Container;
+export type ApplianceModel = Appliance;
+export type TemplateModel = Template;
 
 /** An error from the server, with the spec problems it named (if any). */
 export class ApiError extends Error {
@@ -97,7 +52,7 @@ export async function requestAPI<T>(path: string, init: RequestInit = {}): Promi
 
 export const api = {
   list: () => requestAPI<{ appliances: ApplianceModel[] }>('appliance').then(r => r.appliances),
-  templates: () => requestAPI<{ templates: TemplateModel[] }>('templates').then(r => r.templates),
+  templates: () => requestAPI<Templates>('templates'),
   create: (body: object) =>
     requestAPI<ApplianceModel>('appliance', { method: 'POST', body: JSON.stringify(body) }),
   remove: (id: string) => requestAPI<null>(`appliance/${id}`, { method: 'DELETE' }),
@@ -107,9 +62,7 @@ export const api = {
       body: JSON.stringify({ instances })
     }),
   logs: (id: string, container: string, tail = 200) =>
-    requestAPI<{ instances: { name: string; state: string; lines: string[] }[] }>(
-      `appliance/${id}/container/${container}/logs?tail=${tail}`
-    ),
+    requestAPI<Logs>(`appliance/${id}/container/${container}/logs?tail=${tail}`),
   graph: async (id: string): Promise<string> => {
     const settings = ServerConnection.makeSettings();
     const response = await ServerConnection.makeRequest(apiUrl(`appliance/${id}/ui`), {}, settings);

@@ -3,6 +3,7 @@ import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { api, ApiError, ApplianceModel, ContainerModel } from './api';
+import { MAX_INSTANCES } from './wire';
 
 export const WORKER_CONTAINER = 'spark-worker';
 const LINK_LABELS: { [name: string]: string } = {
@@ -40,6 +41,8 @@ export class ApplianceCard extends Widget {
   private readonly logsNode: HTMLPreElement;
   private readonly graphNode: HTMLElement;
   private pendingScale = false;
+  private maxInstances = MAX_INSTANCES;
+  private requested = -1;
 
   constructor(model: ApplianceModel, private readonly onError: (text: string) => void) {
     super();
@@ -61,7 +64,7 @@ export class ApplianceCard extends Widget {
 
     const scale = el('label', { class: 'jp-SparkAppliance-scale' });
     scale.appendChild(el('span', {}, 'Workers '));
-    this.slider = el('input', { type: 'range', min: '0', max: '8', step: '1', class: 'jp-SparkAppliance-slider' });
+    this.slider = el('input', { type: 'range', min: '0', max: String(MAX_INSTANCES), step: '1', class: 'jp-SparkAppliance-slider' });
     this.sliderValue = el('span', { class: 'jp-SparkAppliance-sliderValue' });
     this.slider.addEventListener('input', () => (this.sliderValue.textContent = this.slider.value));
     // Scale on release only: 'change' fires once the user lets go.
@@ -77,6 +80,12 @@ export class ApplianceCard extends Widget {
     this.logsNode.hidden = true;
     this.node.appendChild(this.logsNode);
     this.setModel(model);
+  }
+
+  /** The server's cap (GET templates' max_instances): the slider's maximum. */
+  setMaxInstances(max: number): void {
+    this.maxInstances = max;
+    this.slider.max = String(max);
   }
 
   get applianceId(): string {
@@ -97,10 +106,11 @@ export class ApplianceCard extends Widget {
     scale.hidden = !worker;
     if (worker) {
       const busy = worker.state === 'staging' || worker.state === 'pending' || worker.state === 'submitted';
-      if (!busy) {
+      // The 202 carries the new desired count: the change is in flight until the workers converge.
+      if (!busy && this.pendingScale && worker.instances === this.requested) {
         this.pendingScale = false;
       }
-      this.slider.max = String(Math.max(8, worker.instances));
+      this.slider.max = String(this.maxInstances);
       if (!this.pendingScale && document.activeElement !== this.slider) {
         this.slider.value = String(worker.instances);
         this.sliderValue.textContent = String(worker.instances);
@@ -136,9 +146,10 @@ export class ApplianceCard extends Widget {
 
   async scale(n: number): Promise<void> {
     this.pendingScale = true;
+    this.requested = n;
     this.slider.disabled = true;
     try {
-      await api.scale(this.model.id, WORKER_CONTAINER, n);
+      this.setModel(await api.scale(this.model.id, WORKER_CONTAINER, n));
     } catch (e) {
       this.pendingScale = false;
       this.slider.disabled = false;

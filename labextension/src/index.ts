@@ -6,7 +6,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { WORKER_CONTAINER } from './card';
-import { ApplianceSidebar, DEFAULTS, LaunchDefaults } from './sidebar';
+import { ApplianceSidebar, DEFAULT_TEMPLATE, LaunchDefaults } from './sidebar';
 
 const PLUGIN_ID = 'jupyter-spark-appliance:plugin';
 const CATEGORY = 'Spark';
@@ -65,7 +65,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: async args => {
         app.shell.activateById(sidebar.id);
         if (args.workers !== undefined || args.template !== undefined) {
-          return sidebar.launch({ template: DEFAULTS.template, ...args });
+          const { isPalette, isLauncher, ...body } = args; // eslint-disable-line @typescript-eslint/no-unused-vars
+          return sidebar.launch({ template: DEFAULT_TEMPLATE, ...body });
         }
         sidebar.openForm();
         return null;
@@ -107,7 +108,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     if (settings) {
       void settings.load(PLUGIN_ID).then(loaded => {
-        const apply = () => sidebar.setDefaults(loaded.composite as Partial<LaunchDefaults>);
+        const apply = () => sidebar.setDefaults(loaded.composite as LaunchDefaults);
         loaded.changed.connect(apply);
         apply();
       });

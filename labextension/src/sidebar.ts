@@ -4,22 +4,25 @@ import { Widget } from '@lumino/widgets';
 import { api, ApiError, ApplianceModel } from './api';
 import { ApplianceCard } from './card';
 import { ApplianceEvent, ApplianceEvents } from './events';
+import { Parameter, Templates } from './wire';
 
+/** What the settings registry may override in the launch form (absent: the server's default). */
 export interface LaunchDefaults {
-  template: string;
-  backend: string;
-  workers: number;
-  workerCores: number;
-  workerMemory: number;
+  template?: string;
+  backend?: string;
+  workers?: number;
+  workerCores?: number;
+  workerMemory?: number;
+  [parameter: string]: unknown;
 }
 
-export const DEFAULTS: LaunchDefaults = {
-  template: 'spark-livy',
-  backend: 'local',
-  workers: 1,
-  workerCores: 1,
-  workerMemory: 1024
-};
+export const DEFAULT_TEMPLATE = 'spark-livy';
+
+/** The settings' camelCase keys name the templates' snake_case parameters. */
+function settingFor(defaults: LaunchDefaults, parameter: string): unknown {
+  const camel = parameter.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+  return defaults[parameter] ?? defaults[camel];
+}
 
 function field(label: string, input: HTMLElement): HTMLElement {
   const row = document.createElement('label');
@@ -30,13 +33,36 @@ function field(label: string, input: HTMLElement): HTMLElement {
   return row;
 }
 
-function numberInput(name: string, min: number, value: number): HTMLInputElement {
+function select(name: string, options: HTMLOptionElement[], value: string): HTMLSelectElement {
+  const node = document.createElement('select');
+  node.name = name;
+  node.className = 'jp-mod-styled';
+  node.append(...options);
+  node.value = value;
+  return node;
+}
+
+/** One input per template parameter, with the server's limits and default. */
+function parameterInput(name: string, p: Parameter, value: unknown): HTMLInputElement | null {
   const input = document.createElement('input');
-  input.type = 'number';
   input.name = name;
-  input.min = String(min);
-  input.value = String(value);
   input.className = 'jp-mod-styled';
+  input.dataset.parameterType = p.type;
+  if (p.type === 'integer' || p.type === 'number') {
+    input.type = 'number';
+    input.step = p.type === 'integer' ? '1' : 'any';
+    if (p.minimum !== undefined) {
+      input.min = String(p.minimum);
+    }
+    if (p.maximum !== undefined) {
+      input.max = String(p.maximum);
+    }
+  } else if (p.type === 'string') {
+    input.type = 'text';
+  } else {
+    return null; // objects (images, Spark conf) are for JSON documents, not a form
+  }
+  input.value = String(value ?? '');
   return input;
 }
 
@@ -49,7 +75,9 @@ export class ApplianceSidebar extends Widget {
   private readonly statusNode: HTMLElement;
   private readonly emptyNode: HTMLElement;
   private readonly events: ApplianceEvents;
-  private defaults: LaunchDefaults = { ...DEFAULTS };
+  private readonly fieldsNode: HTMLElement;
+  private defaults: LaunchDefaults = {};
+  private catalogue: Templates | null = null;
 
   constructor() {
     super();
@@ -70,6 +98,8 @@ export class ApplianceSidebar extends Widget {
     header.append(title, this.statusNode, launch);
     this.node.appendChild(header);
 
+    this.fieldsNode = document.createElement('div');
+    this.fieldsNode.className = 'jp-SparkAppliance-fields';
     this.form = this.buildForm();
     this.node.appendChild(this.form);
     this.errorNode = document.createElement('pre');
@@ -96,14 +126,14 @@ export class ApplianceSidebar extends Widget {
     void this.loadTemplates();
   }
 
-  setDefaults(defaults: Partial<LaunchDefaults>): void {
-    this.defaults = { ...DEFAULTS, ...defaults };
-    const f = this.form.elements as any;
-    f.template.value = this.defaults.template;
-    f.backend.value = this.defaults.backend;
-    f.workers.value = String(this.defaults.workers);
-    f.worker_cores.value = String(this.defaults.workerCores);
-    f.worker_memory.value = String(this.defaults.workerMemory);
+  setDefaults(defaults: LaunchDefaults): void {
+    this.defaults = { ...defaults };
+    this.renderFields();
+  }
+
+  /** The server's catalogue: templates, backends, limits (the slider's maximum too). */
+  get templates(): Templates | null {
+    return this.catalogue;
   }
 
   private buildForm(): HTMLFormElement {
@@ -112,23 +142,7 @@ export class ApplianceSidebar extends Widget {
     form.hidden = true;
     // The server validates and explains; the browser's own tooltips would hide its message.
     form.noValidate = true;
-    const template = document.createElement('select');
-    template.name = 'template';
-    template.className = 'jp-mod-styled';
-    template.appendChild(new Option(DEFAULTS.template, DEFAULTS.template));
-    const backend = document.createElement('select');
-    backend.name = 'backend';
-    backend.className = 'jp-mod-styled';
-    for (const b of ['local', 'docker']) {
-      backend.appendChild(new Option(b, b));
-    }
-    form.append(
-      field('Template', template),
-      field('Backend', backend),
-      field('Workers', numberInput('workers', 0, DEFAULTS.workers)),
-      field('Cores per worker', numberInput('worker_cores', 1, DEFAULTS.workerCores)),
-      field('Memory per worker (MB)', numberInput('worker_memory', 256, DEFAULTS.workerMemory))
-    );
+    form.appendChild(this.fieldsNode);
     const buttons = document.createElement('div');
     buttons.className = 'jp-SparkAppliance-formButtons';
     const submit = document.createElement('button');
@@ -156,24 +170,57 @@ export class ApplianceSidebar extends Widget {
 
   private async loadTemplates(): Promise<void> {
     try {
-      const templates = await api.templates();
-      const select = (this.form.elements as any).template as HTMLSelectElement;
-      select.replaceChildren(...templates.map(t => new Option(t.name, t.name)));
-      select.value = this.defaults.template;
+      this.catalogue = await api.templates();
+      for (const card of this.cards.values()) {
+        card.setMaxInstances(this.catalogue.max_instances);
+      }
+      this.renderFields();
     } catch (e) {
       this.showError(e instanceof ApiError ? e.describe() : String(e));
     }
   }
 
+  /** Build the form from the catalogue: template and backend selects, one input per parameter. */
+  private renderFields(chosen?: string): void {
+    const catalogue = this.catalogue;
+    if (!catalogue) {
+      return;
+    }
+    const names = catalogue.templates.map(t => t.name);
+    const wanted = chosen ?? (this.defaults.template as string | undefined) ?? DEFAULT_TEMPLATE;
+    const template = catalogue.templates.find(t => t.name === wanted) ?? catalogue.templates[0];
+    if (!template) {
+      this.fieldsNode.replaceChildren();
+      return;
+    }
+    const templateSelect = select('template', names.map(n => new Option(n, n)), template.name);
+    templateSelect.title = template.description;
+    templateSelect.addEventListener('change', () => this.renderFields(templateSelect.value));
+    const backends = catalogue.backends.map(b => {
+      const option = new Option(b.available ? b.name : `${b.name} (unavailable)`, b.name);
+      option.disabled = !b.available;
+      option.title = b.reason ?? '';
+      return option;
+    });
+    const wantedBackend = (this.defaults.backend as string | undefined) ?? catalogue.default_backend;
+    const usable = catalogue.backends.find(b => b.name === wantedBackend && b.available);
+    const backendSelect = select('backend', backends, usable ? wantedBackend : catalogue.default_backend);
+    const rows = [field('Template', templateSelect), field('Backend', backendSelect)];
+    for (const [name, p] of Object.entries(template.parameters)) {
+      const input = parameterInput(name, p, settingFor(this.defaults, name) ?? p.default);
+      if (input) {
+        rows.push(field(p.description, input));
+      }
+    }
+    this.fieldsNode.replaceChildren(...rows);
+  }
+
   private async submit(): Promise<void> {
-    const f = this.form.elements as any;
-    const body = {
-      template: f.template.value,
-      backend: f.backend.value,
-      workers: Number(f.workers.value),
-      worker_cores: Number(f.worker_cores.value),
-      worker_memory: Number(f.worker_memory.value)
-    };
+    const body: { [key: string]: unknown } = {};
+    for (const node of this.fieldsNode.querySelectorAll<HTMLInputElement | HTMLSelectElement>('input, select')) {
+      const kind = node.dataset.parameterType;
+      body[node.name] = kind === 'integer' || kind === 'number' ? Number(node.value) : node.value;
+    }
     await this.launch(body);
   }
 
@@ -230,6 +277,9 @@ export class ApplianceSidebar extends Widget {
     let card = this.cards.get(model.id);
     if (!card) {
       card = new ApplianceCard(model, text => this.showError(text));
+      if (this.catalogue) {
+        card.setMaxInstances(this.catalogue.max_instances);
+      }
       this.cards.set(model.id, card);
       Widget.attach(card, this.cardsNode);
     } else {
