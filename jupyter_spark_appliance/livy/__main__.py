@@ -15,18 +15,22 @@ import tempfile
 from pathlib import Path
 
 from .server import make_app
-from .sessions import GatewayConfig, SessionManager
+from .sessions import MIN_SESSIONS_PER_DRIVER, SESSION_MEMORY_MB, GatewayConfig, SessionManager
 
 DEFAULT_CONF = {
     # Idle sessions hold no executors, so a shared cluster stays usable by
-    # other applications (and by other drivers of this gateway).
+    # other applications (and by other drivers of this gateway). The idle
+    # timeouts (plain, holding shuffle files, holding cached blocks) come from
+    # the options below.
     "spark.dynamicAllocation.enabled": "true",
     "spark.dynamicAllocation.shuffleTracking.enabled": "true",
     "spark.dynamicAllocation.minExecutors": "0",
-    "spark.dynamicAllocation.executorIdleTimeout": "60s",
     "spark.executor.memory": "512m",
     "spark.driver.memory": "512m",
     "spark.ui.showConsoleProgress": "false",
+    # Sessions sharing a driver share its executors fairly (each session is a pool),
+    # instead of queueing behind whichever session submitted a long job first.
+    "spark.scheduler.mode": "FAIR",
 }
 
 
@@ -39,7 +43,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--conf", action="append", default=[], help="default Spark conf key=value for drivers")
     p.add_argument("--driver-memory", default="", help="default spark.driver.memory")
     p.add_argument("--no-warm", action="store_true", help="do not start a driver before the first session")
-    p.add_argument("--sessions-per-driver", type=int, default=16)
+    p.add_argument("--sessions-per-driver", type=int, default=0, metavar="N",
+                   help="sessions one driver hosts before the gateway considers another driver for equal "
+                        "settings; 0 (default) = by the driver's memory, 1 session per "
+                        f"{SESSION_MEMORY_MB} MB of spark.driver.memory, at least {MIN_SESSIONS_PER_DRIVER} "
+                        "(512m: 64). Past it a new driver starts only if the cluster has room for another "
+                        "application; otherwise the session shares the least loaded driver anyway")
+    p.add_argument("--max-drivers", type=int, default=0, metavar="N",
+                   help="most driver processes (Spark applications, ~400 MB each) at once; a session whose "
+                        "settings need another one is refused with a Livy error (400). 0 (default) = no limit")
+    p.add_argument("--master-ui", default="", metavar="URL",
+                   help="the master's web UI (http://HOST:PORT), whose /json/ gives the cluster's free cores "
+                        "for packing decisions, waiting messages and GET /appliance/resources. Default: "
+                        "http://MASTER-HOST:8080, used only if its /json/ names --master")
+    p.add_argument("--executor-idle-timeout", default="20s", metavar="DURATION",
+                   help="release an executor idle this long (spark.dynamicAllocation.executorIdleTimeout; "
+                        "default 20s), so idle sessions make room for other drivers and applications")
+    p.add_argument("--shuffle-idle-timeout", default="30s", metavar="DURATION",
+                   help="release an idle executor holding shuffle files after this long "
+                        "(spark.dynamicAllocation.shuffleTracking.timeout; default 30s; Spark's default, "
+                        "infinity, keeps it until the shuffle is garbage-collected, which after a "
+                        "DataFrame count() may be never)")
+    p.add_argument("--cached-executor-idle-timeout", default="10min", metavar="DURATION",
+                   help="release an idle executor holding blocks the user cached (df.cache()) after this long "
+                        "(spark.dynamicAllocation.cachedExecutorIdleTimeout; default 10min; Spark's "
+                        "default is infinity); the cached data is recomputed when used again")
+    p.add_argument("--notice-after", type=float, default=3.0, metavar="SECONDS",
+                   help="a running statement whose tasks wait this long with none running gets a notice "
+                        "(its JSON's 'notice', and the session log when it waits for the cluster); default 3")
     p.add_argument("--idle-timeout", type=float, default=0, help="delete sessions idle this long (s); 0 = never")
     p.add_argument("--username", default=os.environ.get("LIVY_GATEWAY_USERNAME", ""),
                    help="enable Basic auth with this user; the password is read from $LIVY_GATEWAY_PASSWORD")
@@ -51,6 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     conf = dict(DEFAULT_CONF)
+    conf["spark.dynamicAllocation.executorIdleTimeout"] = args.executor_idle_timeout
+    conf["spark.dynamicAllocation.shuffleTracking.timeout"] = args.shuffle_idle_timeout
+    conf["spark.dynamicAllocation.cachedExecutorIdleTimeout"] = args.cached_executor_idle_timeout
     if args.driver_memory:
         conf["spark.driver.memory"] = args.driver_memory
     conf.update(item.split("=", 1) for item in args.conf)
@@ -59,6 +93,7 @@ async def serve(args: argparse.Namespace) -> None:
         master=args.master, log_dir=log_dir, default_conf=conf, warm=not args.no_warm,
         max_sessions_per_driver=args.sessions_per_driver, idle_timeout=args.idle_timeout or None,
         cds_dir=Path(args.cds_dir) if args.cds_dir else None,
+        master_ui=args.master_ui or None, max_drivers=args.max_drivers, notice_after=args.notice_after,
     ))
     auth = None
     if args.username:

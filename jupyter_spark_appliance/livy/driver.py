@@ -24,6 +24,7 @@ class DriverProcess:
     def __init__(self, key: tuple, master: str, conf: dict[str, str], log_path: Path,
                  on_event: OnEvent, name: str, python: str = sys.executable, nice: int = 0):
         self.key = key
+        self.name = name
         self.conf = conf
         self.log_path = log_path
         self.on_event = on_event
@@ -32,6 +33,8 @@ class DriverProcess:
         self.ui: str | None = None
         self.error: str | None = None
         self.sessions: set[int] = set()
+        self.executors: int | None = None  # reported by the driver's monitor
+        self.running_tasks = 0  # the application's, reported with executors
         self._loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
         argv = [python, "-m", "jupyter_spark_appliance.livy.driver_main", "--master", master,

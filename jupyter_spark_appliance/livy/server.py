@@ -2,6 +2,8 @@
 
 Errors are Livy's ``{"msg": ...}`` bodies. Optional HTTP Basic auth and
 Livy's X-Requested-By CSRF check; loopback-only unless told otherwise.
+One route is not Livy's: ``GET /appliance/resources`` (sessions waiting for
+cluster resources, and the cluster's cores) for the Jupyter server.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import time
 from typing import Any
 
 from tornado import web
@@ -189,6 +192,16 @@ class VersionHandler(LivyHandler):
                     "branch": None, "revision": None, "user": None, "date": None, "url": None})
 
 
+class ResourcesHandler(LivyHandler):
+    """Not Livy's: whether sessions wait for cluster resources, for the Jupyter server's panel."""
+
+    async def get(self) -> None:
+        status = self.manager.cluster
+        if status is None or time.time() - status.checked > 1.0:
+            await self.manager.refresh_cluster()
+        self.reply(self.manager.resources())
+
+
 class NotFoundHandler(LivyHandler):
     def prepare(self) -> None:
         super().prepare()
@@ -209,5 +222,6 @@ def make_app(manager: SessionManager, auth: tuple[str, str] | None = None, csrf:
         (rf"/sessions/{sid}/statements/{st}/cancel/?", CancelHandler, kw),
         (rf"/sessions/{sid}/completion/?", CompletionHandler, kw),
         (r"/version/?", VersionHandler, kw),
+        (r"/appliance/resources/?", ResourcesHandler, kw),
         (r"/.*", NotFoundHandler, kw),
     ])

@@ -4,20 +4,35 @@ Sessions are mapped onto driver processes by their driver-level settings
 (driverMemory, executor sizes, conf, ...): equal settings share a driver, so
 six default sessions cost one JVM, not six. One default driver is started
 with the gateway ("warm"), so a default session is idle as soon as it exists.
+
+Packing: a session goes to a compatible driver while that driver hosts fewer
+than its limit (by default from its memory, see ``sessions_limit``); past the
+limit a new driver is started only if the cluster has room for another
+application, else the session is packed onto the least loaded compatible driver
+anyway: a new application that gets no executor helps nobody.
+
+Waiting: drivers report their running statements' tasks and their executors
+(driver_main.Monitor). A statement with unfinished tasks and none running for
+``notice_after`` seconds gets a notice (``notice`` in its JSON), and when the
+reason is the cluster (no executor, no free cores), a line in its session's log;
+``GET /appliance/resources`` sums it up for the Jupyter server. The master's
+``/json/`` (its web UI) gives the cores.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cds import ClassDataSharing, spark_app_conf
-from ..spark_home import SparkNotFound, find_spark_home
+from ..spark.cds import ClassDataSharing, spark_app_conf
+from ..spark.home import SparkNotFound, find_spark_home
 from .driver import DriverProcess
 
 log = logging.getLogger(__name__)
@@ -31,6 +46,8 @@ CREATE_FIELDS = {
 }
 FINAL_SESSION_STATES = {"error", "dead", "killed", "success", "shutting_down"}
 MAX_STATEMENTS = 1000
+SESSION_MEMORY_MB = 8  # a session's share of its driver's heap, for the default sessions-per-driver
+MIN_SESSIONS_PER_DRIVER = 16
 
 
 class LivyError(Exception):
@@ -68,10 +85,20 @@ class Statement:
     started: int = 0
     completed: int = 0
     sent: bool = False  # handed to the driver (it may still be waiting there)
+    # Why it makes no progress (not Livy's; Sparkmagic ignores it): None while tasks run.
+    notice: str | None = None
+    stalled_since: float | None = None  # monotonic: unfinished tasks, none running
+    waiting_since: float | None = None  # wall clock: waiting for cluster resources (noticed)
+    waited: float = 0.0  # seconds spent waiting for cluster resources
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "code": self.code, "state": self.state, "output": self.output,
-                "progress": self.progress, "started": self.started, "completed": self.completed}
+                "progress": self.progress, "started": self.started, "completed": self.completed,
+                "notice": self.notice}
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("waiting", "running", "cancelling")
 
 
 @dataclass
@@ -131,9 +158,84 @@ class GatewayConfig:
     log_dir: Path
     default_conf: dict[str, str] = field(default_factory=dict)
     warm: bool = True
-    max_sessions_per_driver: int = 16
+    max_sessions_per_driver: int = 0  # 0: by driver memory (sessions_limit)
     idle_timeout: float | None = None
     cds_dir: Path | None = None  # class-data-sharing archives for drivers and executors
+    master_ui: str | None = None  # the master's web UI (its /json/); None: guessed from the master's host
+    max_drivers: int = 0  # 0: no limit
+    notice_after: float = 3.0  # seconds a statement's tasks wait with none running before it gets a notice
+    status_interval: float = 2.0  # seconds between reads of the master's /json/
+
+
+def memory_mb(value: str | None, default_mb: int) -> int:
+    """A JVM memory size as Spark reads spark.*.memory (a bare number is MiB)."""
+    if not value:
+        return default_mb
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", str(value).lower())
+    if not m:
+        return default_mb
+    n, unit = int(m.group(1)), m.group(2) or "m"
+    return max(1, int(n * {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}[unit]))
+
+
+def sessions_limit(conf: dict[str, str], configured: int) -> int:
+    """Sessions one driver hosts before another is considered: configured, else by its heap."""
+    if configured > 0:
+        return configured
+    return max(MIN_SESSIONS_PER_DRIVER, memory_mb(conf.get("spark.driver.memory"), 1024) // SESSION_MEMORY_MB)
+
+
+def executor_needs(conf: dict[str, str]) -> tuple[int, int]:
+    """(cores, MB) one executor of this conf asks a worker for."""
+    return int(conf.get("spark.executor.cores") or 1), memory_mb(conf.get("spark.executor.memory"), 1024)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+@dataclass
+class ClusterStatus:
+    """The parts of the standalone master's ``/json/`` the gateway uses."""
+
+    cores_total: int
+    cores_used: int
+    workers: list[dict[str, Any]]  # ALIVE ones
+    apps: list[dict[str, Any]]  # activeapps: id, name, cores (granted), state
+    checked: float = field(default_factory=time.time)
+
+    @property
+    def cores_free(self) -> int:
+        return max(0, self.cores_total - self.cores_used)
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> ClusterStatus:
+        workers = [w for w in data.get("workers") or [] if w.get("state") == "ALIVE"]
+        return cls(cores_total=sum(int(w.get("cores") or 0) for w in workers),
+                   cores_used=sum(int(w.get("coresused") or 0) for w in workers),
+                   workers=workers, apps=list(data.get("activeapps") or []))
+
+    def fits(self, cores: int, mb: int) -> bool:
+        return any(int(w.get("cores", 0)) - int(w.get("coresused", 0)) >= cores
+                   and int(w.get("memory", 0)) - int(w.get("memoryused", 0)) >= mb for w in self.workers)
+
+    def app(self, app_id: str | None) -> dict[str, Any] | None:
+        return next((a for a in self.apps if a.get("id") == app_id), None) if app_id else None
+
+
+def fetch_master_status(ui: str, timeout: float = 3.0) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(ui.rstrip("/") + "/json/", timeout=timeout) as r:
+            data = json.load(r)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def guess_master_ui(master: str) -> str | None:
+    """http://HOST:8080 for spark://HOST:PORT (the master's default web UI port)."""
+    m = re.fullmatch(r"spark://([^:/,]+)(:\d+)?/?", master)
+    return f"http://{m.group(1)}:8080" if m else None
 
 
 def driver_settings(request: dict[str, Any], defaults: dict[str, str]) -> dict[str, str]:
@@ -205,25 +307,76 @@ class SessionManager:
         self.drivers: dict[tuple, list[DriverProcess]] = {}
         self._next_id = 0
         self._driver_count = 0
-        self._watchdog: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # The master's web UI: given, or guessed (then trusted only once its /json/ names our master).
+        self._master_ui = config.master_ui or guess_master_ui(config.master)
+        self._ui_guessed = not config.master_ui
+        self.cluster: ClusterStatus | None = None
 
     # ------------------------------------------------------------------ drivers
 
     async def start(self) -> None:
+        await self.refresh_cluster()
         if self.config.warm:
             # Warmed at low priority: on a small machine it would otherwise compete with the
             # workers that are starting at the same moment (measured: +0.5 s to cluster ready).
-            self._driver_for(self._key(self.config.default_conf), self.config.default_conf, nice=10)
-        self._watchdog = asyncio.ensure_future(self._watch())
+            self._new_driver(self._key(self.config.default_conf), self.config.default_conf, nice=10)
+        self._tasks = [asyncio.ensure_future(self._watch()), asyncio.ensure_future(self._poll_master())]
 
     @staticmethod
     def _key(conf: dict[str, str]) -> tuple:
         return tuple(sorted(conf.items()))
 
-    def _driver_for(self, key: tuple, conf: dict[str, str], nice: int = 0) -> DriverProcess:
-        for driver in self.drivers.get(key, []):
-            if driver.state != "dead" and len(driver.sessions) < self.config.max_sessions_per_driver:
-                return driver
+    def live_drivers(self) -> list[DriverProcess]:
+        return [d for ds in self.drivers.values() for d in ds if d.state != "dead"]
+
+    def _room_for(self, conf: dict[str, str]) -> bool | None:
+        """Can the cluster give a new application an executor? None: unknown.
+
+        Cores a worker offers now are not room if this gateway's own drivers that hold
+        none yet will want them for their first job: those are counted as taken.
+        """
+        status = self.cluster
+        if status is None:
+            return None
+        cores, mb = executor_needs(conf)
+        reserved = 0
+        for driver in self.live_drivers():
+            app = status.app(driver.app_id)
+            if not driver.executors and not (app and int(app.get("cores") or 0) > 0):
+                reserved += executor_needs(driver.conf)[0]
+        return status.cores_free - reserved >= cores and status.fits(cores, mb)
+
+    def _place(self, key: tuple, conf: dict[str, str]) -> tuple[DriverProcess, str | None]:
+        """The driver for a new session with this conf, and a line for its log if the choice needs one."""
+        live = [d for d in self.drivers.get(key, []) if d.state != "dead"]
+        limit = sessions_limit(conf, self.config.max_sessions_per_driver)
+        roomy = [d for d in live if len(d.sessions) < limit]
+        if roomy:
+            return roomy[0], None
+        capped = 0 < self.config.max_drivers <= len(self.live_drivers())
+        room = self._room_for(conf)
+        if live and (capped or room is False):
+            driver = min(live, key=lambda d: len(d.sessions))
+            why = (f"the gateway runs its maximum of {plural(self.config.max_drivers, 'driver')}" if capped
+                   else "the cluster has no room for another Spark application")
+            log.info("packing a session onto %s beyond %d sessions: %s", driver.name, limit, why)
+            return driver, (f"sharing driver {driver.name} with {len(driver.sessions)} other sessions "
+                            f"(more than its {limit}): {why}")
+        if capped:
+            raise LivyError(400, f"cannot start another Spark driver: the gateway already runs "
+                                 f"{plural(len(self.live_drivers()), 'driver')} (its limit, --max-drivers). "
+                                 "Close other sessions, or create this one with the default settings "
+                                 "(no driver or executor sizes, no conf) to share a running driver.")
+        driver = self._new_driver(key, conf)
+        note = None
+        if room is False:
+            note = ("waiting for cluster resources: this session's settings need their own Spark "
+                    f"application ({driver.name}), and its Spark jobs will wait: the cluster has "
+                    f"{self._cluster_words(driver)}")
+        return driver, note
+
+    def _new_driver(self, key: tuple, conf: dict[str, str], nice: int = 0) -> DriverProcess:
         self._driver_count += 1
         n = self._driver_count
         # Archives are looked up per driver, so drivers started after the server's
@@ -254,21 +407,22 @@ class SessionManager:
             if session and session.state == "starting":
                 session.state = "idle"
                 self._pump(session)
-        elif kind in ("started", "result"):
+        elif kind == "executors":
+            driver.executors = int(event.get("count") or 0)
+            driver.running_tasks = int(event.get("running") or 0)
+        elif kind in ("started", "result", "tasks"):
             session = self.sessions.get(event["sid"])
             stmt = session.statement(event["statement"]) if session else None
             if session is None or stmt is None:
+                return
+            if kind == "tasks":
+                self._on_tasks(session, stmt, event)
                 return
             if kind == "started":
                 if stmt.state == "waiting":
                     stmt.state, stmt.started = "running", now_ms()
             else:
-                stmt.completed, stmt.progress = now_ms(), 1.0
-                if event.get("cancelled"):
-                    stmt.state = "cancelled"
-                else:
-                    stmt.state, stmt.output = "available", event.get("output")
-                session.last_activity = time.monotonic()
+                self._finish(session, stmt, event)
             session.refresh_state()
         elif kind == "exit":
             for sid in list(driver.sessions):
@@ -278,7 +432,7 @@ class SessionManager:
                 session.state = "dead"
                 session.log.append(f"the interpreter died: {driver.error}")
                 for stmt in session.statements:
-                    if stmt.state in ("waiting", "running", "cancelling"):
+                    if stmt.active:
                         stmt.state, stmt.completed = "available", now_ms()
                         stmt.output = {"status": "error", "execution_count": stmt.id,
                                        "ename": "InterpreterError",
@@ -286,6 +440,45 @@ class SessionManager:
             siblings = self.drivers.get(driver.key, [])
             if driver in siblings:
                 siblings.remove(driver)
+
+    def _on_tasks(self, session: Session, stmt: Statement, event: dict[str, Any]) -> None:
+        if stmt.state not in ("running", "cancelling"):
+            return
+        done, total, running = int(event["done"]), int(event["total"]), int(event["running"])
+        if total:
+            # Livy's progress: the job group's completed tasks over its tasks; never backwards,
+            # and 1.0 only once the statement is done (a later job may add tasks).
+            stmt.progress = max(stmt.progress, min(0.99, round(done / total, 4)))
+        if event.get("active") and running == 0 and done < total:
+            if stmt.stalled_since is None:
+                stmt.stalled_since = time.monotonic()
+        elif stmt.stalled_since is not None:
+            self._unstall(session, stmt)
+
+    def _unstall(self, session: Session, stmt: Statement) -> None:
+        stmt.stalled_since, stmt.notice = None, None
+        if stmt.waiting_since is not None:
+            waited = time.time() - stmt.waiting_since
+            stmt.waited += waited
+            stmt.waiting_since = None
+            session.log.append(f"statement {stmt.id}: cluster resources granted after {waited:.0f} s; running")
+
+    def _finish(self, session: Session, stmt: Statement, event: dict[str, Any]) -> None:
+        if stmt.stalled_since is not None:
+            self._unstall(session, stmt)
+        stmt.completed, stmt.progress = now_ms(), 1.0
+        if event.get("cancelled"):
+            stmt.state = "cancelled"
+        else:
+            stmt.state, stmt.output = "available", event.get("output")
+        if stmt.waited >= 1:
+            stmt.notice = f"waited {stmt.waited:.0f} s for cluster resources"
+            output = stmt.output
+            # Sparkmagic shows an error's evalue and traceback: say there why it took so long. An ok
+            # result's data stays exact (Sparkmagic's %%sql parses text/plain line by line).
+            if output and output.get("status") == "error":
+                output["traceback"] = [f"({stmt.notice})\n"] + list(output.get("traceback") or [])
+        session.last_activity = time.monotonic()
 
     def _pump(self, session: Session) -> None:
         """Send waiting statements once the session is open (FIFO per session)."""
@@ -297,6 +490,110 @@ class SessionManager:
                 session.driver.send(op="execute", sid=session.id, statement=stmt.id, code=stmt.code, kind=stmt.kind)
         session.refresh_state()
 
+    # ------------------------------------------------------------------ resources
+
+    async def refresh_cluster(self) -> None:
+        ui = self._master_ui
+        if ui is None:
+            return
+        data = await asyncio.to_thread(fetch_master_status, ui)
+        if data is None:
+            self.cluster = None
+            return
+        if self._ui_guessed:
+            if str(data.get("url", "")).rstrip("/") != self.config.master.rstrip("/"):
+                log.info("%s is not the web UI of %s; cores are unknown (give --master-ui)", ui,
+                         self.config.master)
+                self._master_ui, self.cluster = None, None
+                return
+            self._ui_guessed = False
+        self.cluster = ClusterStatus.parse(data)
+
+    async def _poll_master(self) -> None:
+        while self._master_ui is not None:
+            await asyncio.sleep(self.config.status_interval)
+            try:
+                await self.refresh_cluster()
+            except Exception:  # noqa: BLE001 - keep polling; a bad answer is not fatal
+                log.exception("reading the master's status")
+
+    def resource_message(self, driver: DriverProcess) -> str:
+        """Why an application with no executor has none, in the words a user can act on."""
+        return "waiting for cluster resources: " + self._cluster_words(driver)
+
+    def _cluster_words(self, driver: DriverProcess) -> str:
+        status = self.cluster
+        if status is None:
+            return "no executor yet (the cluster may have no free cores); scale the workers"
+        text = f"{status.cores_free} of {plural(status.cores_total, 'core')} free"
+        if status.cores_free:
+            cores, mb = executor_needs(driver.conf)
+            text += f", but no worker has {plural(cores, 'core')} and {mb} MB free for an executor"
+        holders = [a for a in status.apps if int(a.get("cores") or 0) > 0 and a.get("id") != driver.app_id]
+        if holders:
+            text += " (held by " + ", ".join(f"{a.get('name')}: {plural(int(a['cores']), 'core')}"
+                                            for a in holders) + ")"
+        own = [a for a in holders if str(a.get("name", "")).startswith("livy-gateway-")]
+        idle = self.config.default_conf.get("spark.dynamicAllocation.executorIdleTimeout")
+        if own and idle:
+            text += f"; this gateway's idle executors are released after {idle}"
+        return text + "; scale the workers"
+
+    def _stall_message(self, driver: DriverProcess) -> tuple[str, bool]:
+        """A stalled statement's notice, and whether it waits for the cluster (else within its driver)."""
+        status = self.cluster
+        if not driver.executors:
+            app = status.app(driver.app_id) if status else None
+            if app and int(app.get("cores") or 0) > 0:
+                return (f"starting an executor: the master granted {plural(int(app['cores']), 'core')}", False)
+            return self.resource_message(driver), True
+        if not driver.running_tasks:
+            return "starting: the executor has joined and runs no task yet", False
+        busy = (f"waiting for a free core: this session's Spark application has "
+                f"{plural(driver.executors, 'executor')}, busy with other statements' tasks")
+        if status is not None and not status.fits(*executor_needs(driver.conf)):
+            return f"{busy}, and the cluster has {status.cores_free} of {plural(status.cores_total, 'core')} " \
+                   "free; scale the workers", True
+        return busy, False
+
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        for session in list(self.sessions.values()):
+            driver = session.driver
+            if driver is None:
+                continue
+            for stmt in session.statements:
+                if not stmt.active or stmt.stalled_since is None or now - stmt.stalled_since < self.config.notice_after:
+                    continue
+                message, for_cluster = self._stall_message(driver)
+                stmt.notice = message
+                if for_cluster and stmt.waiting_since is None:
+                    stmt.waiting_since = time.time() - (now - stmt.stalled_since)
+                    session.log.append(f"statement {stmt.id}: {message}")
+                    log.warning("session %d statement %d: %s", session.id, stmt.id, message)
+
+    def resources(self) -> dict[str, Any]:
+        """``GET /appliance/resources``: who waits for the cluster, and what the cluster has."""
+        waiting = [(stmt.waiting_since, stmt, s) for s in self.sessions.values() for stmt in s.statements
+                   if stmt.active and stmt.waiting_since is not None]
+        waiting.sort(key=lambda w: w[0])
+        status = self.cluster
+        return {
+            "waiting_sessions": len({s.id for _, _, s in waiting}),
+            "waiting_since": int(waiting[0][0] * 1000) if waiting else None,
+            "cores_total": status.cores_total if status else None,
+            "cores_free": status.cores_free if status else None,
+            "workers": len(status.workers) if status else None,
+            "applications_waiting": sum(a.get("state") == "WAITING" for a in status.apps) if status else None,
+            "message": waiting[0][1].notice if waiting else None,
+            "drivers": [{"name": d.name, "app_id": d.app_id, "state": d.state, "sessions": len(d.sessions),
+                         "executors": d.executors,
+                         "cores": int((status.app(d.app_id) or {}).get("cores") or 0) if status else None}
+                        for d in self.live_drivers()],
+            "master_ui": self._master_ui if status else None,
+            "checked": int(status.checked * 1000) if status else None,
+        }
+
     # ------------------------------------------------------------------ sessions
 
     def create(self, body: Any, owner: str | None) -> Session:
@@ -306,14 +603,16 @@ class SessionManager:
             raise LivyError(400, f"Duplicate session name: {name}")
         conf = driver_settings(request, self.config.default_conf)
         key = self._key(conf)
+        driver, note = self._place(key, conf)
         sid = self._next_id
         self._next_id += 1
         idle = parse_duration(request.get("ttl") or request.get("idleTimeout"), "ttl") or self.config.idle_timeout
         session = Session(sid, SUPPORTED_KINDS[request.get("kind", "pyspark")], name, request, owner, key,
                           heartbeat_timeout=float(request.get("heartbeatTimeoutInSecond") or 0),
                           idle_timeout=idle)
+        if note:
+            session.log.append(note)
         self.sessions[sid] = session
-        driver = self._driver_for(key, conf)
         session.driver = driver
         driver.sessions.add(sid)
         if driver.state == "ready":
@@ -385,7 +684,8 @@ class SessionManager:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
+            self._check_stalls()
             now = time.monotonic()
             for session in list(self.sessions.values()):
                 if session.heartbeat_timeout and now - session.last_heartbeat > session.heartbeat_timeout:
@@ -397,7 +697,7 @@ class SessionManager:
                     await self.delete(session)
 
     async def shutdown(self) -> None:
-        if self._watchdog:
-            self._watchdog.cancel()
+        for task in self._tasks:
+            task.cancel()
         drivers = [d for ds in self.drivers.values() for d in ds]
         await asyncio.gather(*(asyncio.to_thread(d.stop) for d in drivers))
