@@ -13,12 +13,11 @@ import psutil
 import pytest
 import requests
 
-from jupyter_spark_appliance.cds import APP_ROLES, FAST_DAEMON_JAVA_OPTS, ClassDataSharing
-from jupyter_spark_appliance.cds_recording import record_archives
-from jupyter_spark_appliance.ports import allocate_port
-from jupyter_spark_appliance.spark_home import find_spark_home
-
-from spark_fixtures import start_cluster
+from jupyter_spark_appliance.spark.cds import APP_ROLES, FAST_DAEMON_JAVA_OPTS, ClassDataSharing
+from jupyter_spark_appliance.spark.cds_recording import record_archives
+from jupyter_spark_appliance.spark.home import find_spark_home
+from jupyter_spark_appliance.spark.ports import allocate_port
+from jupyter_spark_appliance.spark.standalone import start_cluster
 
 pytestmark = pytest.mark.spark
 
@@ -111,6 +110,27 @@ def test_sparkmagic_client_end_to_end(gateway):
 
     controller.delete_session_by_name("s1")
     assert requests.get(f"{gateway}/sessions").json()["total"] == 0
+
+
+def test_progress_is_the_fraction_of_the_statements_tasks_done(gateway):
+    # Issue 14 item 2: Sparkmagic's progress bar shows `progress` while the statement runs.
+    sid = requests.post(f"{gateway}/sessions", json={"kind": "pyspark"}).json()["id"]
+    wait_session(gateway, sid)
+    code = "import time\nsc.parallelize(range(100), 100).map(lambda x: (time.sleep(0.05), x)[1]).count()"
+    r = requests.post(f"{gateway}/sessions/{sid}/statements", json={"code": code})
+    seen = []
+    deadline = time.monotonic() + 240
+    while True:
+        stmt = requests.get(f"{gateway}/sessions/{sid}/statements/{r.json()['id']}").json()
+        seen.append(stmt["progress"])
+        if stmt["state"] == "available":
+            break
+        assert time.monotonic() < deadline, stmt
+        time.sleep(0.1)
+    assert stmt["output"]["data"]["text/plain"] == "100"
+    assert seen == sorted(seen) and seen[-1] == 1.0, seen
+    assert [p for p in seen if 0 < p < 1], seen
+    requests.delete(f"{gateway}/sessions/{sid}")
 
 
 def test_protocol_shapes_states_and_errors(gateway):
@@ -241,7 +261,8 @@ def test_drivers_and_executors_start_from_recorded_archives(tmp_path):
     recorded = record_archives(cds, home, FAST_DAEMON_JAVA_OPTS, tmp_path / "rec", python=sys.executable)
     assert recorded == ["spark-master", "spark-worker", "spark-driver", "spark-executor"]
     assert not list((tmp_path / "cds").glob("*.tmp.jsa")) and not list((tmp_path / "cds").glob("*.recording"))
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(tmp_path / "rec") in " ".join(p.info["cmdline"] or [])]
+    assert not [p for p in psutil.process_iter(["cmdline"])
+                if str(tmp_path / "rec") in " ".join(p.info["cmdline"] or [])]
 
     # A cluster of its own: the module's cluster has its cores held by other tests' drivers.
     cluster = start_cluster(tmp_path / "cluster")
