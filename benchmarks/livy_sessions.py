@@ -3,28 +3,34 @@ idle and to the first statement's result (warm driver and, for comparison, a col
 SparkSession.getOrCreate), and the total RSS of gateway plus drivers with 1 and
 with 6 idle sessions.
 
-    python benchmarks/livy_sessions.py
+A class at once (issue 19): 20 sessions opened at once, each having run a Spark
+statement, and their total RSS against one session's; then 200 trivial statements
+from those 20 sessions at once, all of which must succeed, their p95 latency
+against one statement alone on an idle session (measured in the same run).
+
+    python benchmarks/livy_sessions.py [--many-only]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from spark_fixtures import start_cluster  # noqa: E402
-
-from jupyter_spark_appliance.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing  # noqa: E402
-from jupyter_spark_appliance.cds_recording import record_archives  # noqa: E402
-from jupyter_spark_appliance.ports import allocate_port  # noqa: E402
-from jupyter_spark_appliance.spark_home import find_spark_home  # noqa: E402
+from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing  # noqa: E402
+from jupyter_spark_appliance.spark.cds_recording import record_archives  # noqa: E402
+from jupyter_spark_appliance.spark.home import find_spark_home  # noqa: E402
+from jupyter_spark_appliance.spark.ports import allocate_port  # noqa: E402
+from jupyter_spark_appliance.spark.standalone import start_cluster  # noqa: E402
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -101,9 +107,110 @@ def measure_gateway(master_url: str, log_dir: Path, *extra: str) -> dict[str, fl
             "warm_result": warm_result, "rss_1": rss_1, "rss_6": rss_6}
 
 
+def start_gateway(master_url: str, log_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = allocate_port("127.0.0.1")
+    gateway = subprocess.Popen([sys.executable, "-m", "jupyter_spark_appliance.livy", "--master", master_url,
+                                "--port", str(port), "--log-dir", str(log_dir), *extra],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            requests.get(url + "/version", timeout=1)
+            return gateway, url
+        except requests.ConnectionError:
+            if time.monotonic() > deadline or gateway.poll() is not None:
+                gateway.kill()
+                raise RuntimeError("the gateway did not answer") from None
+            time.sleep(0.1)
+
+
+def timed(url: str, sid: int, code: str, poll: float = 0.05, timeout: float = 300) -> tuple[float, dict]:
+    """Seconds from POST to ``available``, and the statement."""
+    t0 = time.monotonic()
+    stmt = requests.post(f"{url}/sessions/{sid}/statements", json={"code": code}).json()
+    while stmt["state"] not in ("available", "cancelled"):
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"statement stuck: {stmt}")
+        time.sleep(poll)
+        stmt = requests.get(f"{url}/sessions/{sid}/statements/{stmt['id']}").json()
+    return time.monotonic() - t0, stmt
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[-1]
+
+
+def measure_many(master_url: str, log_dir: Path, sessions: int = 20, per_session: int = 10) -> dict[str, float]:
+    """A class at once on the warm driver (the gateway's defaults): RSS and statement latency."""
+    gateway, url = start_gateway(master_url, log_dir)
+    try:
+        one = requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"]
+        wait_idle(url, one)
+        timed(url, one, "spark.range(1000).count()")
+        time.sleep(1)
+        rss_1 = tree_rss_mb(gateway.pid)
+        # Baseline: one trivial statement alone on an idle session (median of 20).
+        alone = statistics.median(timed(url, one, "1 + 1")[0] for _ in range(20))
+        requests.delete(f"{url}/sessions/{one}")
+
+        with ThreadPoolExecutor(sessions) as pool:
+            ids = list(pool.map(lambda _: requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"],
+                                range(sessions)))
+            for sid in ids:
+                wait_idle(url, sid)
+            counts = list(pool.map(lambda sid: timed(url, sid, "spark.range(1000).count()")[1], ids))
+            assert all(c["output"]["data"]["text/plain"] == "1000" for c in counts), counts
+            time.sleep(1)
+            rss_n = tree_rss_mb(gateway.pid)
+            apps = {requests.get(f"{url}/sessions/{sid}").json()["appId"] for sid in ids}
+
+            def burst(sid: int) -> list[tuple[float, dict]]:
+                return [timed(url, sid, f"{i} + 1") for i in range(per_session)]
+
+            results = [r for rs in pool.map(burst, ids) for r in rs]
+        ok = sum(stmt["output"]["status"] == "ok" for _, stmt in results)
+        latencies = [t for t, _ in results]
+        for sid in ids:
+            requests.delete(f"{url}/sessions/{sid}")
+    finally:
+        gateway.terminate()
+        gateway.wait(60)
+    return {"rss_1": rss_1, "rss_n": rss_n, "drivers": len(apps), "alone": alone, "statements": len(results),
+            "ok": ok, "p50": statistics.median(latencies), "p95": p95(latencies), "max": max(latencies)}
+
+
+def print_many(many: dict[str, float], sessions: int = 20) -> None:
+    n = int(many["statements"])
+    rows = [
+        (f"{sessions} sessions open at once, each having run a statement: RSS, MB",
+         f"{many['rss_n']:9.0f} {many['rss_1']:9.0f} {many['rss_n'] / many['rss_1']:7.2f}", "baseline: 1 session"),
+        (f"{n} trivial statements from {sessions} sessions at once: succeeded",
+         f"{many['ok']:9.0f} {n:9d}", ""),
+        ("  their p95 latency, s",
+         f"{many['p95']:9.3f} {many['alone']:9.3f} {many['p95'] / many['alone']:7.2f}",
+         "baseline: one statement alone on an idle session, median of 20"),
+        ("  their p50 and max latency, s", f"{many['p50']:9.3f} {many['max']:9.3f}", ""),
+    ]
+    print(f"\nA class at once (gateway defaults, 1 worker): {sessions} sessions on {many['drivers']:.0f} driver(s)")
+    print(f"{'figure':<62} {'value':>9} {'baseline':>9} {'ratio':>7}")
+    for name, values, note in rows:
+        print(f"{name:<62} {values}" + (f"   ({note})" if note else ""))
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--many-only", action="store_true", help="only the 20-sessions figures")
+    args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="jsa-livy-bench-"))
     cluster = start_cluster(tmp / "cluster", workers=1)
+    if args.many_only:
+        try:
+            many = measure_many(cluster.master_url, tmp / "drivers-many")
+        finally:
+            cluster.stop()
+        print_many(many)
+        return
     try:
         cold = cold_get_or_create(cluster.master_url)
         plain = measure_gateway(cluster.master_url, tmp / "drivers-plain")
@@ -112,6 +219,7 @@ def main() -> None:
         record_archives(ClassDataSharing(cds_dir), find_spark_home(), FAST_DAEMON_JAVA_OPTS, tmp / "rec",
                         python=sys.executable)
         archived = measure_gateway(cluster.master_url, tmp / "drivers-cds", "--cds-dir", str(cds_dir))
+        many = measure_many(cluster.master_url, tmp / "drivers-many")
     finally:
         cluster.stop()
     print("Livy gateway (sessions share a warm driver); seconds and MB, without and with the driver and")
@@ -129,6 +237,7 @@ def main() -> None:
     for name, key, unit in rows:
         print(f"{name + ', ' + unit:<48} {plain[key]:9.2f} {archived[key]:9.2f}")
     print(f"warm idle / cold: {archived['warm_idle'] / cold:.3f}; 6 sessions target < 2048 MB")
+    print_many(many)
 
 
 if __name__ == "__main__":
