@@ -237,3 +237,108 @@ async def test_engine_unreachable_is_503(api, monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     code, body = await api.call("POST", "appliance", {"template": "spark-livy", "backend": "swarm"})
     assert code == 503 and "Docker engine is not reachable" in body["message"]
+
+
+# ---------------------------------------------------------------------- two nodes
+
+
+@pytest.fixture(scope="module")
+def two_nodes(engine, tmp_path_factory):
+    """A swarm of two more engines in network namespaces, with the images in its registry."""
+    from swarm_cluster import TwoNodeSwarm, Unavailable
+
+    try:
+        cluster = TwoNodeSwarm(tmp_path_factory.mktemp("two-nodes"))
+    except Unavailable as e:
+        _skip_or_raise(f"no two-node swarm here: {e}")
+    started = time.monotonic()
+    cluster.start()
+    try:
+        cluster.push(engine)
+        print(f"two-node swarm with the images ready in {time.monotonic() - started:.1f} s")
+        yield cluster
+    finally:
+        closing = time.monotonic()
+        cluster.close(engine)
+        print(f"two-node swarm removed in {time.monotonic() - closing:.1f} s")
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config, request):
+    if "two_nodes" in request.fixturenames:
+        cluster = request.getfixturevalue("two_nodes")
+        jp_server_config["SparkApplianceApp"]["swarm_registry"] = cluster.registry
+    return jp_server_config
+
+
+@pytest.mark.timeout(1800)
+async def test_spark_livy_across_two_nodes(two_nodes, api, monkeypatch):
+    manager, worker_engine = two_nodes.clients["n1"], two_nodes.clients["n2"]
+    # A worker node cannot run the backend: it needs a manager.
+    monkeypatch.setenv("DOCKER_HOST", two_nodes.socket("n2"))
+    code, body = await api.call("POST", "appliance", spark_livy("swnope", 1))
+    assert code == 503 and "a swarm worker, not a manager" in body["message"], body
+    # The server's swarm backend talks to the manager node from here on (it keeps its client).
+    monkeypatch.setenv("DOCKER_HOST", two_nodes.socket("n1"))
+    nodes = two_nodes.node_ids()
+    address = {nodes[n]: addr for n, addr in two_nodes.nodes.items()}
+
+    app_id = f"sw2n{uuid.uuid4().hex[:6]}"
+    code, model = await api.call("POST", "appliance", spark_livy(app_id, 2))
+    assert code == 201, model
+    try:
+        model = await wait_running_with(api, app_id, 2, timeout=600)
+        ours = services(manager, app_id)
+        for name, service in ours.items():
+            image = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+            assert image.startswith(f"{two_nodes.registry}/jupyter-spark-appliance/") and "@sha256:" in image, name
+
+        def workers_by_node() -> dict[str, str]:
+            """ALIVE worker (its host in the master's /json/: its service name) -> its task's node."""
+            return {w["host"]: task_of(manager, w["host"])["NodeID"] for w in master_workers(model)}
+
+        placed = workers_by_node()
+        assert set(placed.values()) == set(nodes.values()), placed  # one worker on each node
+        # Endpoints are the addresses of the nodes the tasks run on.
+        for c in model["containers"]:
+            for ep in c["endpoints"]:
+                task = task_of(manager, f"{app_id}-{c['id']}-{ep['instance']}")
+                assert ep["host"] == address[task["NodeID"]], (c["id"], ep)
+
+        # A statement through the gateway: its executors, on either node, reach the driver by
+        # the Livy service's name across the overlay network.
+        from hdijupyterutils.ipythondisplay import IpythonDisplay
+        from sparkmagic.livyclientlib.command import Command
+        from sparkmagic.livyclientlib.endpoint import Endpoint
+        from sparkmagic.livyclientlib.sparkcontroller import SparkController
+
+        controller = SparkController(IpythonDisplay())
+        controller.add_session("m", Endpoint(model["links"]["livy"], None), False,
+                               {"kind": "pyspark", "executorMemory": "512m"})
+        ok, out, _ = Command("spark.range(1000, numPartitions=8).selectExpr('sum(id)').first()[0]").execute(
+            controller.get_session_by_name_or_default("m"))
+        assert ok and out.strip() == "499500", out
+        controller.delete_session_by_name("m")
+
+        # Scale 2 -> 3 -> 1: the surviving workers' tasks are never replaced.
+        before = {name: task_of(manager, name)["ID"] for name in ours if "-spark-worker-" in name}
+        for n in (3, 1):
+            code, _ = await api.call("PATCH", f"appliance/{app_id}/container/spark-worker", {"instances": n})
+            assert code == 202
+            model = await wait_running_with(api, app_id, n, timeout=400)
+            workers = sorted(s for s in services(manager, app_id) if "-spark-worker-" in s)
+            assert workers == [f"{app_id}-spark-worker-{i}" for i in range(n)]
+            for name in workers:
+                if name in before:
+                    assert task_of(manager, name)["ID"] == before[name], name
+            if n == 3:
+                assert set(workers_by_node().values()) == set(nodes.values())
+    finally:
+        assert (await api.call("DELETE", f"appliance/{app_id}"))[0] == 204
+    # Nothing is left on either node: no service, no task, no container, no network.
+    assert leftovers(manager, app_id) == ([], [], [])
+    for node, client in (("n1", manager), ("n2", worker_engine)):
+        # An engine removes a task's container and its share of the network just after the task.
+        await wait_for(f"no container or network of {app_id} left on {node}", lambda client=client: not (
+            client.containers.list(all=True, filters={"label": "com.docker.swarm.service.name"})
+            or [n for n in client.networks.list() if n.name == network_name(app_id)]), timeout=60)
