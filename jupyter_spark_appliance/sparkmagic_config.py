@@ -87,20 +87,40 @@ class SparkmagicConfig:
             return []
 
     def write(self, appliance_id: str, url: str, username: str = "", password: str = "") -> str | None:
-        """Point every kernel at ``url``; returns a warning for the user, if any."""
+        """Point every kernel at ``url``; returns a warning for the user, if any.
+
+        Writing again for the same appliance (its Livy restarted on a new port, or
+        scaled 0 -> 1) must not record our own URL as what the user had: the entry
+        keeps what the first write found, so a restore gives the user's own back.
+        """
         existed = self.path.exists()
         data, warning = self._read()
-        if existed and warning is None:
+        entries = self._entries()
+        index = next((i for i, e in enumerate(entries) if e.get("appliance") == appliance_id), None)
+        if index is None and not entries and existed and warning is None:
+            # Only the user's own file is worth a backup, never one we wrote.
             shutil.copy2(self.path, self.path.with_name(self.path.name + ".bak"))
-        previous = {k: data.get(k) for k in CREDENTIAL_KEYS}
+        found = {k: data.get(k) for k in CREDENTIAL_KEYS}
+        if index is None:
+            previous = found
+            # Whether the file was ours to begin with is a fact of the bottom of the stack.
+            created = bool(entries[0].get("created_file")) if entries else not existed
+        else:
+            entry = entries.pop(index)
+            created = bool(entry.get("created_file"))
+            if index < len(entries):
+                # Others wrote after it: the next one now restores to what this one found,
+                # and this one, on top again, to what is there now.
+                entries[index]["previous"] = entry["previous"]
+                entries[index]["created_file"] = created
+                previous, created = found, False
+            else:
+                previous = entry["previous"]
         for key in CREDENTIAL_KEYS:
             merged = dict(data.get(key) or {}) if isinstance(data.get(key), dict) else {}
             merged.update(credentials(url, username, password))
             data[key] = merged
         atomic_write_json(self.path, data)
-        entries = [e for e in self._entries() if e.get("appliance") != appliance_id]
-        # Whether the file was ours to begin with is a fact of the bottom of the stack.
-        created = bool(entries[0].get("created_file")) if entries else not existed
         entries.append({"appliance": appliance_id, "url": url, "previous": previous, "created_file": created})
         atomic_write_json(self.sidecar, entries)
         return warning

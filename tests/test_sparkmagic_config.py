@@ -43,6 +43,31 @@ def test_merge_keeps_user_keys_and_restore_brings_back_previous(sparkmagic_conf_
     assert not (sparkmagic_conf_dir / ".jupyter-spark-appliance.json").exists()
 
 
+def test_writing_again_never_records_our_own_url_as_the_users(sparkmagic_conf_dir):
+    """Livy scaled 1 -> 0 -> 1 (or restarted on a new port) writes twice: the user's own
+    endpoint and auth must still come back, and the backup must stay the user's file."""
+    path = sparkmagic_conf_dir / "config.json"
+    user = {k: {"url": "http://prod-livy:8998", "username": "me", "password": "pw", "auth": "Kerberos"}
+            for k in CREDENTIAL_KEYS}
+    path.write_text(json.dumps(user))
+    config = SparkmagicConfig()
+    config.write("one", "http://127.0.0.1:40001", "jsa", "s3cret")
+    config.write("one", "http://127.0.0.1:40002", "jsa", "s3cret")
+    creds = json.loads(path.read_text())["kernel_python_credentials"]
+    assert creds == {"url": "http://127.0.0.1:40002", "username": "jsa", "password": "s3cret", "auth": "Basic_Access"}
+    assert json.loads((sparkmagic_conf_dir / "config.json.bak").read_text()) == user
+    assert config.restore("one") is True
+    assert json.loads(path.read_text()) == user
+
+    # With another appliance on top, a rewrite of the lower one moves it up and the chain holds.
+    config.write("a", "http://127.0.0.1:1")
+    config.write("b", "http://127.0.0.1:2")
+    config.write("a", "http://127.0.0.1:3")
+    assert config.current_url() == "http://127.0.0.1:3"
+    assert config.restore("a") is True and config.current_url() == "http://127.0.0.1:2"
+    assert config.restore("b") is True and json.loads(path.read_text()) == user
+
+
 def test_restore_leaves_a_url_the_user_changed(sparkmagic_conf_dir):
     config = SparkmagicConfig()
     config.write("one", "http://127.0.0.1:1111")
