@@ -15,7 +15,7 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Tuple, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Tuple, Unicode, default
 
 from . import __version__
 from .backends.docker import DockerBackend, DockerConfig
@@ -115,6 +115,12 @@ class SparkApplianceApp(ExtensionApp):
         300.0, config=True,
         help="Seconds a container instance may take to become ready before its launch fails.",
     )
+    child_env_allow = List(
+        Unicode(), config=True,
+        help="Names (fnmatch patterns, e.g. 'HADOOP_*') of the server's environment variables that the "
+             "processes of local appliances may inherit, besides what Java, Python and the locale need. "
+             "Nothing else is passed on (no JUPYTERHUB_API_TOKEN, JPY_*, cloud credentials).",
+    )
     stop_on_shutdown = Bool(
         True, config=True,
         help="Stop every appliance when the Jupyter server stops. False leaves them running; "
@@ -171,6 +177,7 @@ class SparkApplianceApp(ExtensionApp):
             daemon_java_opts=self.daemon_java_opts,
             python=sys.executable,
             cds_dir=Path(self.cds_dir) if self.class_data_sharing else None,
+            env_allow=tuple(self.child_env_allow),
         )
         return LocalBackend(config, self.store.dir)
 

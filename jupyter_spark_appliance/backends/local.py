@@ -27,6 +27,7 @@ import psutil
 from ..handles import Handle, handle_kind
 from ..plan import AddressOf, address_map_resolver, resolve_container
 from ..spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
+from ..spark.child_env import child_environment
 from ..spark.home import SparkNotFound, find_spark_home
 from ..spark.logwatch import LogWatcher
 from ..spark.ports import allocate_port, release_port
@@ -60,6 +61,7 @@ class LocalConfig:
     daemon_java_opts: str = FAST_DAEMON_JAVA_OPTS
     python: str = sys.executable
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    env_allow: tuple[str, ...] = ()  # names (fnmatch patterns) children inherit besides child_env.BASE_ALLOW
     cds_dir: Path | None = None  # class-data-sharing archives; None = off
 
 
@@ -146,8 +148,8 @@ class LocalBackend(Backend):
         for path, text in command.files.items():
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text)
-        env = {**os.environ, **self.config.extra_env, **resolved.env, **command.env,
-               "SPARK_LOCAL_IP": self.config.bind_host}
+        env = child_environment(self.config.env_allow, self.config.extra_env, resolved.env, command.env,
+                                {"SPARK_LOCAL_IP": self.config.bind_host})
         env.setdefault("PYSPARK_PYTHON", self.config.python)
         self._logs.forget(log_path)
         proc = self._spawn(command.argv, env, base, log_path)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .child_env import child_environment
 from .home import find_spark_home
 from .logwatch import LogWatcher
 from .ports import allocate_port
@@ -82,7 +83,7 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path, nice: int) -> subpro
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     # Both sides must agree on the worker timeout, or healthy workers flap on busy machines.
-    env = {**os.environ, "SPARK_LOCAL_IP": LOOPBACK, "PYSPARK_PYTHON": sys.executable,
+    env = {**child_environment(), "SPARK_LOCAL_IP": LOOPBACK, "PYSPARK_PYTHON": sys.executable,
            "SPARK_MASTER_OPTS": "-Dspark.worker.timeout=30", "SPARK_WORKER_OPTS": "-Dspark.worker.timeout=30"}
     env.update(extra or {})
     return env
