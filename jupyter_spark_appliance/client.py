@@ -86,6 +86,10 @@ class ApplianceClient:
     def scale(self, app_id: str, container: str, instances: int) -> dict[str, Any]:
         return self.call("PATCH", f"appliance/{app_id}/container/{container}", {"instances": instances})
 
+    def credentials(self, app_id: str) -> dict[str, Any]:
+        """The appliance's Livy login and the Spark settings a driver of its master needs."""
+        return self.call("GET", f"appliance/{app_id}/credentials")
+
     def logs(self, app_id: str, container: str, tail: int = 50) -> list[dict[str, Any]]:
         return self.call("GET", f"appliance/{app_id}/container/{container}/logs", tail=tail)["instances"]
 

@@ -21,7 +21,7 @@ from tornado.iostream import StreamClosedError
 
 from .backends.base import BackendUnavailable
 from .graph_view import render_graph_page
-from .manager import ApplianceManager, Conflict
+from .manager import ApplianceManager, Conflict, StorageError
 from .spec import SpecError, decode_document
 
 AUTH_RESOURCE = "spark-appliance"
@@ -75,6 +75,8 @@ class AppliancesHandler(BaseHandler):
             raise web.HTTPError(409, str(e)) from None
         except BackendUnavailable as e:
             raise web.HTTPError(503, str(e)) from None
+        except StorageError as e:
+            raise web.HTTPError(507, str(e)) from None
         self.set_header("Location", self.request.path.rstrip("/") + f"/{record.id}")
         self.reply(201, self.manager.model(record))
 
@@ -114,6 +116,13 @@ class ContainerHandler(BaseHandler):
         except Conflict as e:
             raise web.HTTPError(409, str(e)) from None
         self.reply(202, self.manager.model(record))
+
+
+class CredentialsHandler(BaseHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, app_id: str) -> None:
+        self.finish(json.dumps(self.manager.credentials_model(self.record_or_404(app_id))))
 
 
 class LogsHandler(BaseHandler):
@@ -213,6 +222,7 @@ def default_handlers(prefix: str = "spark-appliance") -> list[tuple[str, type]]:
         (rf"{prefix}/appliance/{ID}/?", ApplianceHandler),
         (rf"{prefix}/appliance/{ID}/container/{CID}/?", ContainerHandler),
         (rf"{prefix}/appliance/{ID}/container/{CID}/logs/?", LogsHandler),
+        (rf"{prefix}/appliance/{ID}/credentials/?", CredentialsHandler),
         (rf"{prefix}/appliance/{ID}/events/?", EventsHandler),
         (rf"{prefix}/events/?", EventsHandler),
         (rf"{prefix}/appliance/{ID}/ui/?", GraphHandler),

@@ -15,6 +15,7 @@ from .spec import SpecError, decode_document
 from .widgets import render_text
 
 DEFAULT_ID = "spark-livy"
+PASSWORD_VARIABLE = "spark_appliance_livy_password"
 
 
 class UsageError(Exception):
@@ -50,6 +51,11 @@ def build_parser() -> _Parser:
     logs.add_argument("container")
     logs.add_argument("--tail", type=int, default=50)
     logs.add_argument("--id", default=None)
+    session = sub.add_parser("session", help="make `spark`: a PySpark session of this kernel on the appliance's "
+                                            "master, with its credentials", add_help=False)
+    session.add_argument("--id", default=None)
+    session.add_argument("--name", default="spark", help="the variable to bind (default: spark)")
+    session.add_argument("--executor-memory", default="512m")
     sub.add_parser("help", help="this text", add_help=False)
     return p
 
@@ -60,6 +66,7 @@ HELP = """%spark_appliance up [--workers N] [--backend local|docker|swarm] [--te
 %spark_appliance down [--id ID]
 %spark_appliance logs CONTAINER [--tail N] [--id ID]
 %spark_appliance endpoints [--id ID]
+%spark_appliance session [--id ID] [--name spark] [--executor-memory 512m]
 %spark_appliance help
 %%spark_appliance up [--backend ...]   (the cell body is an appliance JSON document)"""
 
@@ -126,15 +133,50 @@ class SparkApplianceMagics(Magics):
         if not args.no_wait:
             model = self._wait(app_id)
             if model["state"] == "running":
-                sm = model.get("sparkmagic") or {}
-                livy = sm.get("url") or model.get("links", {}).get("livy")
-                if livy:
-                    print(f"Livy: {livy}. From an IPython kernel:\n  %load_ext sparkmagic.magics\n"
-                          f"  %spark add -s {app_id.replace('-', '_')} -l python -u {livy}\n"
-                          "PySpark notebooks started from now on use it (running ones need a restart).")
+                self._print_livy(app_id, model)
             else:
                 print(f"{app_id} {model['state']}: {model.get('reason') or ''}", file=sys.stderr)
         return self._view(app_id)
+
+    def _print_livy(self, app_id: str, model: dict[str, Any]) -> None:
+        """How to reach the appliance's Livy, without printing its password into the notebook.
+
+        The password goes into the kernel's namespace; IPython expands ``$name`` in
+        line magics, so the printed ``%spark add`` line works as it is.
+        """
+        creds = self.client.credentials(app_id)["livy"]
+        livy = creds["url"] or (model.get("sparkmagic") or {}).get("url")
+        if not livy:
+            return
+        login = ""
+        if creds["username"]:
+            self.shell.user_ns[PASSWORD_VARIABLE] = creds["password"]
+            login = f" -a {creds['username']} -p ${PASSWORD_VARIABLE} -t {creds['auth']}"
+        print(f"Livy: {livy} (HTTP Basic, user {creds['username']!r}; the password is in "
+              f"`{PASSWORD_VARIABLE}`). From an IPython kernel:\n  %load_ext sparkmagic.magics\n"
+              f"  %spark add -s {app_id.replace('-', '_')} -l python -u {livy}{login}\n"
+              "PySpark notebooks started from now on use it with its credentials (running ones need a restart).")
+
+    def _session(self, args: argparse.Namespace, cell: str | None) -> Any:
+        """A SparkSession of this kernel on the appliance's master: the settings it needs in one step."""
+        app_id = self._id(args)
+        creds = self.client.credentials(app_id)["spark"]
+        if not creds["master"]:
+            raise ApplianceError(f"{app_id} has no running Spark master")
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError:
+            raise ApplianceError("this kernel has no pyspark: pip install pyspark") from None
+        builder = SparkSession.builder.master(creds["master"]).appName(f"{app_id}-kernel")
+        conf = {**creds["conf"], "spark.executor.memory": args.executor_memory}
+        host = creds["master"].removeprefix("spark://").rsplit(":", 1)[0]
+        if host in ("127.0.0.1", "localhost"):  # executors on this machine reach the driver on loopback
+            conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+        for key, value in conf.items():
+            builder = builder.config(key, value)  # in the JVM's SparkConf, never on a command line
+        self.shell.user_ns[args.name] = spark = builder.getOrCreate()
+        print(f"`{args.name}` is a SparkSession on {creds['master']} (Spark {spark.version})")
+        return None
 
     def _wait(self, app_id: str) -> dict[str, Any]:
         started = time.monotonic()

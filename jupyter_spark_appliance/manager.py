@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .backends.base import Backend, BackendUnavailable
+from .credentials import ensure_credentials
 from .model import make_appliance_model
 from .orchestrator import LaunchFailed, Orchestrator
 from .spec import MAX_INSTANCES, Appliance, Container, Problem, SpecError, check_instances, parse_appliance
@@ -22,6 +23,10 @@ from .store import Store
 from .templates import list_templates, render_template
 
 log = logging.getLogger(__name__)
+
+
+class StorageError(RuntimeError):
+    """The data dir cannot be written (full, read-only): a 507 that says so."""
 
 
 class Conflict(Exception):
@@ -76,6 +81,29 @@ class ApplianceManager:
             self._backends[name] = backend
         return self._backends[name]
 
+    def credentials_model(self, record: ApplianceRecord) -> dict[str, Any]:
+        """The Credentials wire shape: how a client logs in to the Livy gateway and to the master.
+
+        A route of its own (not part of the model, which every event carries), behind
+        Jupyter's authentication like every route.
+        """
+        creds = record.credentials
+        livy = master = None
+        for inst in record.all_instances():
+            if inst.state != "running":
+                continue
+            role = record.roles.get(inst.container)
+            for ep in inst.endpoints:
+                if livy is None and (ep.name == "livy" or (role == "livy" and ep.container_port == 8998)):
+                    livy = f"http://{ep.host}:{ep.host_port}"
+                if master is None and role == "spark-master" and ep.container_port == 7077:
+                    master = f"spark://{ep.host}:{ep.host_port}"
+        return {
+            "livy": {"url": livy, "username": creds.username if creds else "",
+                     "password": creds.password if creds else "", "auth": "Basic_Access" if creds else "None"},
+            "spark": {"master": master, "conf": creds.spark_conf() if creds else {}},
+        }
+
     async def backend_statuses(self, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Each configured backend and whether it can be used now (the launch form's select).
 
@@ -115,6 +143,7 @@ class ApplianceManager:
 
     async def _adopt(self, record: ApplianceRecord) -> None:
         self.records[record.id] = record
+        record.credentials = ensure_credentials(self.store.dir(record.id))
         try:
             backend = self.backend(record.backend)
         except (BackendUnavailable, SpecError) as e:
@@ -122,7 +151,7 @@ class ApplianceManager:
                 if inst.live:
                     inst.state, inst.reason = "failed", f"cannot re-adopt: {e}"
             record.reason = f"cannot re-adopt: {e}"
-            self.store.save(record)
+            self._save(record)
             return
         for c in record.appliance.containers:
             if c.id not in record.roles:
@@ -144,7 +173,7 @@ class ApplianceManager:
                 self._spawn(record.id, self._await_ready(orch, container, inst))
         if not record.launched and not any(i.state in ("pending", "staging") for i in record.all_instances()):
             record.launched = True  # the launch finished while the server was down
-        self.store.save(record)
+        self._save(record)
         log.info("Re-adopted appliance %s (%s)", record.id, record.state)
 
     @staticmethod
@@ -176,7 +205,10 @@ class ApplianceManager:
                 log.info("Stopping appliance %s (stop_on_shutdown)", app_id)
                 await self.delete(app_id)
             else:
-                self.store.save(record)
+                orch = self.orchestrators.get(app_id)
+                if orch is not None:
+                    await orch.cancel_starts()
+                self._save(record)
         for backend in self._backends.values():
             await backend.shutdown()
 
@@ -244,9 +276,14 @@ class ApplianceManager:
             raise Conflict(f"an appliance with id {appliance.id!r} exists already")
         record = ApplianceRecord.new(appliance, backend_name, template=template, owner=self.owner)
         record.roles = {c.id: role.name if (role := backend.role_of(c)) else None for c in appliance.containers}
+        try:
+            record.credentials = ensure_credentials(self.store.dir(record.id))
+            self.store.save(record)
+        except OSError as e:  # a full or read-only disk: nothing is started, the id stays free
+            self.store.remove(record.id)
+            raise StorageError(f"cannot write the appliance's record in {self.store.root}: {e}") from None
         self.records[record.id] = record
         orch = self._orchestrator(record, backend)
-        self.store.save(record)
         self._spawn(record.id, orch.launch())
         return record
 
@@ -307,8 +344,20 @@ class ApplianceManager:
     def _changed(self, record: ApplianceRecord, inst: Instance | None) -> None:
         self._run_listeners(record, inst, "update")
         if record.id in self.records:
-            self.store.save(record)
+            self._save(record)
         self._emit(record, inst, "update")
+
+    def _save(self, record: ApplianceRecord) -> None:
+        """Persist, but never let a failed write (a full disk) stop what is under way.
+
+        A teardown that raised halfway would leave processes running and the
+        record behind; the state in memory stays right, and the next change that
+        can be written brings the record up to date.
+        """
+        try:
+            self.store.save(record)
+        except OSError as e:
+            log.error("Could not write the record of %s (%s); the state in memory is kept", record.id, e)
 
     def _notify(self, record: ApplianceRecord, inst: Instance | None, kind: str) -> None:
         self._run_listeners(record, inst, kind)

@@ -172,7 +172,7 @@ class Orchestrator:
         """Start one instance and wait until it is ready; LaunchFailed (instance failed) if not."""
         self.set_state(inst, "staging")
         request = StartRequest(self.record.id, container, inst.index, self.role(container.id),
-                               self._peers(container), previous)
+                               self._peers(container), previous, self.record.credentials)
         try:
             started = await self._start(request)
         except StartFailed as e:
@@ -404,11 +404,15 @@ class Orchestrator:
                                  return_exceptions=False)
         await self.backend.cleanup(self.record.id)
 
-    async def teardown(self) -> None:
-        """Stop everything in reverse dependency order (the caller cancels a launch first)."""
+    async def cancel_starts(self) -> None:
+        """Cancel the reconciler's (re)starts under way; each stops what it had started."""
         tasks = list(self._starting.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def teardown(self) -> None:
+        """Stop everything in reverse dependency order (the caller cancels a launch first)."""
+        await self.cancel_starts()
         async with self.lock:
             await self._stop_all(final="killed")

@@ -40,7 +40,8 @@ class SparkmagicWiring:
             return
         config = SparkmagicConfig()
         try:
-            warning = config.write(record.id, url)
+            creds = record.credentials
+            warning = config.write(record.id, url, *((creds.username, creds.password) if creds else ()))
         except OSError as e:
             record.sparkmagic = SparkmagicStatus(url, str(config.path), error=f"could not write: {e}")
             return

@@ -127,7 +127,7 @@ def _spark_livy(v: dict[str, Any]) -> dict[str, Any]:
                 "resources": {"cpus": 1, "mem": v["livy_memory"]},
                 "network_mode": "container",
                 "ports": [{"container_port": 8998, "name": "livy"}],
-                "args": ["spark://@spark-master:7077"],
+                "args": ["spark://@spark-master:7077", "http://@spark-master:8080"],
                 "dependencies": ["spark-master"],
             },
             {

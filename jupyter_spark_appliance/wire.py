@@ -104,6 +104,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "templates": array(ref("Template")), "backends": array(ref("BackendStatus")),
         "default_backend": STRING, "max_instances": INTEGER},
         description="Everything a launch form needs: templates, backends, limits."),
+    "Credentials": obj({
+        "livy": obj({"url": nullable(STRING), "username": STRING, "password": STRING,
+                     "auth": {"type": "string", "enum": ["Basic_Access", "None"]}}),
+        "spark": obj({"master": nullable(STRING), "conf": STRINGS})},
+        description="How to log in to the appliance's Livy gateway (HTTP Basic) and master (spark.authenticate)."),
     "ScaleRequest": obj({"instances": {"type": "integer", "minimum": 0, "maximum": MAX_INSTANCES}}),
 }
 

@@ -25,8 +25,18 @@ async def test_magic_up_scale_widget_down(api, kernel_env):
         "%load_ext jupyter_spark_appliance",
         "%spark_appliance up --workers 1",
         "%spark_appliance scale 2",
+        "%spark_appliance session --name mine\nprint('RESULT', mine.range(1, 11).selectExpr('sum(id)').first()[0])\n"
+        "mine.stop()",
+        "print('expands to', len(spark_appliance_livy_password))",
     ], env=kernel_env)
     assert "spark-master:running" in out[1] and "%spark add -s spark_livy -l python -u http://127.0.0.1:" in out[1]
+    # The login is printed as a variable IPython expands in line magics, never the password itself.
+    assert "-a jsa -p $spark_appliance_livy_password -t Basic_Access" in out[1], out[1]
+    _, creds = await api.call("GET", "appliance/spark-livy/credentials")
+    assert creds["livy"]["password"] and creds["livy"]["password"] not in "".join(out)
+    assert f"expands to {len(creds['livy']['password'])}" in out[5]
+    # `session` gives a PySpark session of the kernel on the (authenticated) master in one step.
+    assert "`mine` is a SparkSession on spark://127.0.0.1:" in out[4] and "RESULT 55" in out[4], out[4]
     assert "[widget]" in out[1]
     assert "spark-worker" in out[2] and "2/2" in out[2]
     code, model = await api.call("GET", "appliance/spark-livy")

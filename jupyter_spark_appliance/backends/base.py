@@ -15,6 +15,7 @@ import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..credentials import Credentials
 from ..handles import Handle
 from ..plan import AddressOf
 from ..spark.roles import Role
@@ -50,6 +51,8 @@ class StartRequest:
     peers: Mapping[str, Handle] = field(default_factory=dict)
     #: when replacing a dead instance: its handle, so that it gets the same ports back
     previous: Handle | None = None
+    #: the appliance's secret: Spark's RPC authentication, the gateway's password
+    credentials: Credentials | None = None
 
     @property
     def name(self) -> str:

@@ -176,6 +176,9 @@ class DockerBackend(Backend):
             # The image's entrypoint builds the role's command (spark/entrypoint.py) from these.
             env.setdefault("JSA_CORES", str(max(1, round(container.resources.cpus))))
             env.setdefault("JSA_MEMORY_MB", str(int(container.resources.mem)))
+            if request.credentials is not None:  # the entrypoint moves it out of the environment
+                env["JSA_SECRET"] = request.credentials.password
+                env["JSA_USERNAME"] = request.credentials.username
         previous = request.previous.ports if request.previous else {}
         ports = {f"{p.container_port}/{p.protocol}": (self.config.bind_host,
                                                       p.host_port or previous.get(p.container_port) or None)

@@ -140,6 +140,9 @@ class LocalBackend(Backend):
             work_dir=work, log_dir=base / "logs" / request.name,
             daemon_java_opts=f"{self.config.daemon_java_opts} {cds_opts}".strip(),
             cds_dir=self.config.cds_dir, livy_home=self.config.livy_home,
+            username=request.credentials.username if request.credentials else "",
+            secret=request.credentials.password if request.credentials else "",
+            secret_file=request.credentials.secret_file if request.credentials else None,
         )
         try:
             command = role.command(ctx)

@@ -63,13 +63,23 @@ def main(argv: list[str] | None = None) -> None:
     if role.cds_role:
         java_opts = f"{java_opts} {cds().use_opts(role.cds_role, home)}".strip()
     work = Path(tempfile.gettempdir()) / "spark-work"
+    # The appliance's secret: out of the environment (no child inherits it as JSA_SECRET),
+    # into the role's own variables and a 0600 file for the gateway's drivers.
+    secret = os.environ.pop("JSA_SECRET", "")
+    username = os.environ.pop("JSA_USERNAME", "")
+    secret_file = None
+    if secret:
+        fd, name = tempfile.mkstemp(prefix="jsa-secret-")
+        with os.fdopen(fd, "w") as f:
+            f.write(secret)
+        secret_file = Path(name)
     ctx = LaunchContext(
         bind_host="0.0.0.0", advertise_host=socket.gethostname(),
         ports={p.container_port: p.container_port for p in role.ports}, args=args, env=dict(os.environ),
         spark_home=home, python=sys.executable, cores=int(os.environ.get("JSA_CORES", "1")),
         memory_mb=int(os.environ.get("JSA_MEMORY_MB", "1024")), work_dir=work,
         log_dir=Path(tempfile.gettempdir()) / "livy-logs", daemon_java_opts=java_opts,
-        cds_dir=cds().cache_dir, contained=True,
+        cds_dir=cds().cache_dir, contained=True, username=username, secret=secret, secret_file=secret_file,
     )
     try:
         command = role.command(ctx)

@@ -36,7 +36,8 @@ async def worker_alive(master_ui: str | None, is_this_worker: Callable[[dict[str
 
 
 async def livy_answers(url: str) -> bool:
-    return await get_status(f"{url}/version") == 200
+    """Livy speaks HTTP on its port: 200, or 401 when it requires credentials (it does by default)."""
+    return await get_status(f"{url}/version") in (200, 401)
 
 
 async def ports_accept(host: str, ports: Iterable[int]) -> bool:

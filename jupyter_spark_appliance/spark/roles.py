@@ -53,6 +53,10 @@ class LaunchContext:
     cds_dir: Path | None = None  # archives for the gateway's drivers and executors
     contained: bool = False  # in a container: its memory limit also holds the JVM's overhead
     livy_home: str = ""  # a real Apache Livy instead of the gateway (local backend only)
+    # The appliance's secret (credentials.py): Spark RPC authentication and the gateway's password.
+    username: str = ""
+    secret: str = ""
+    secret_file: Path | None = None  # holds just the secret (0600), for the gateway's drivers
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,25 @@ def _spark_class(ctx: LaunchContext) -> str:
     return str(ctx.spark_home / "bin" / "spark-class")
 
 
+def _authenticated(ctx: LaunchContext, opts_var: str, extra: str = "") -> dict[str, str]:
+    """A daemon's options and environment: with the appliance's secret, Spark's RPC requires it.
+
+    The secret goes in the JVM's own environment (``_SPARK_AUTH_SECRET``, which
+    Spark reads), readable only by its user, never in the argv that ``ps``
+    shows; ``spark.authenticate`` itself is not secret.
+    """
+    opts = f"{ctx.env.get(opts_var, '')} {extra}".strip()
+    env = {opts_var: opts}
+    if ctx.secret:
+        env[opts_var] = f"{opts} -Dspark.authenticate=true".strip()
+        env["_SPARK_AUTH_SECRET"] = ctx.secret
+    return env
+
+
 def _master(ctx: LaunchContext) -> Command:
     daemon_mb = max(128, ctx.memory_mb - 128) if ctx.contained else ctx.memory_mb
-    opts = f"{ctx.env.get('SPARK_MASTER_OPTS', '')} -Dspark.master.rest.enabled=false".strip()
-    env = {"SPARK_MASTER_OPTS": opts, "SPARK_DAEMON_MEMORY": f"{daemon_mb}m",
-           "SPARK_DAEMON_JAVA_OPTS": ctx.daemon_java_opts}
+    env = {**_authenticated(ctx, "SPARK_MASTER_OPTS", "-Dspark.master.rest.enabled=false"),
+           "SPARK_DAEMON_MEMORY": f"{daemon_mb}m", "SPARK_DAEMON_JAVA_OPTS": ctx.daemon_java_opts}
     argv = [_spark_class(ctx), MASTER_CLASS, "--host", ctx.advertise_host,
             "--port", str(ctx.ports[7077]), "--webui-port", str(ctx.ports[8080])]
     return Command(argv, env)
@@ -120,7 +138,8 @@ def _worker(ctx: LaunchContext) -> Command:
         raise ValueError("spark-worker needs the master's address as its first argument, e.g. [\"@spark-master:7077\"]")
     # In a container the limit also holds the worker daemon: offer executors the rest.
     offered = max(256, ctx.memory_mb - 384) if ctx.contained else ctx.memory_mb
-    env = {"SPARK_DAEMON_MEMORY": "256m", "SPARK_DAEMON_JAVA_OPTS": ctx.daemon_java_opts}
+    env = {**_authenticated(ctx, "SPARK_WORKER_OPTS"),
+           "SPARK_DAEMON_MEMORY": "256m", "SPARK_DAEMON_JAVA_OPTS": ctx.daemon_java_opts}
     argv = [_spark_class(ctx), WORKER_CLASS, master_url(ctx.args[0]),
             "--host", ctx.advertise_host, "--port", str(ctx.ports[7078]), "--webui-port", str(ctx.ports[8081]),
             "--cores", str(ctx.cores), "--memory", f"{offered}M", "--work-dir", str(ctx.work_dir)]
@@ -135,12 +154,22 @@ def _livy(ctx: LaunchContext) -> Command:
         return _real_livy(ctx, master)
     argv = [ctx.python, "-m", "jupyter_spark_appliance.livy", "--master", master,
             "--host", ctx.bind_host, "--port", str(ctx.ports[8998]), "--log-dir", str(ctx.log_dir)]
+    if len(ctx.args) > 1:  # the master's web UI: the gateway reads free cores from its /json/
+        argv += ["--master-ui", ctx.args[1]]
+    env: dict[str, str] = {}
+    if ctx.secret:
+        # HTTP Basic for every client (the password from the environment, never argv), and
+        # Spark's RPC secret for its drivers, read from a 0600 file into their SparkConf.
+        argv += ["--username", ctx.username or "jsa"]
+        env["LIVY_GATEWAY_PASSWORD"] = ctx.secret
+        if ctx.secret_file is not None:
+            env["JSA_SPARK_AUTH_SECRET_FILE"] = str(ctx.secret_file)
     if ctx.contained:
         # Executors on other containers connect back to the driver by this name.
         argv += ["--conf", f"spark.driver.host={ctx.advertise_host}", "--conf", "spark.driver.bindAddress=0.0.0.0"]
     if ctx.cds_dir is not None:
         argv += ["--cds-dir", str(ctx.cds_dir)]
-    return Command(argv)
+    return Command(argv, env)
 
 
 def _real_livy(ctx: LaunchContext, master: str) -> Command:

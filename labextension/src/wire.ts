@@ -128,6 +128,12 @@ export interface Templates {
   max_instances: number;
 }
 
+/** How to log in to the appliance's Livy gateway (HTTP Basic) and master (spark.authenticate). */
+export interface Credentials {
+  livy: { url: string | null; username: string; password: string; auth: "Basic_Access" | "None"; };
+  spark: { master: string | null; conf: { [key: string]: string }; };
+}
+
 export interface ScaleRequest {
   instances: number;
 }
