@@ -19,7 +19,17 @@ from typing import Any
 from .graph import find_cycle, format_cycle
 from .references import find_references
 
-ID_PATTERN = re.compile(r"[a-zA-Z0-9-]+")
+#: Letters, digits and '-', starting with a letter or digit: what file names, Docker names
+#: and host names (``<appliance>-<container>-<n>`` is a container's host name) all accept.
+ID_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9-]*")
+#: An id is part of a host name (a DNS label holds 63 characters): keep room for the rest.
+MAX_ID_LENGTH = 40
+#: Limits on a document that keep one request from exhausting the server (each is a clear 400).
+MAX_CONTAINERS = 32
+MAX_CPUS = 1024.0  # per container; the backends also cap it at what the machine has
+MAX_MEM_MB = 4 * 1024 * 1024.0  # 4 TB per container
+MIN_CPUS = 0.01  # below this Docker's nano_cpus rounds to 0, which means "unlimited"
+MIN_MEM_MB = 1.0  # never 0 (Docker reads a 0 limit as "unlimited"); the docker backend needs 6
 CONTAINER_TYPES = ("service", "job")
 NETWORK_MODES = ("host", "bridge", "container")
 PROTOCOLS = ("tcp", "udp")
@@ -315,10 +325,20 @@ class _Validator:
 
     def _id(self, value: Any, path: str) -> str | None:
         text = self._string(value, path)
+        if text is not None and len(text) > MAX_ID_LENGTH:
+            self.fail(path, f"must be at most {MAX_ID_LENGTH} characters, not {len(text)}")
+            return None
         if text is not None and not ID_PATTERN.fullmatch(text):
-            self.fail(path, f"{text!r} must match [a-zA-Z0-9-]+ (letters, digits and '-')")
+            self.fail(path, f"{text[:60]!r} must be letters, digits and '-', starting with a letter or digit")
             return None
         return text
+
+    def _no_nul(self, text: str, path: str) -> bool:
+        """No process can take a NUL in its argv or environment: say so here, not at start."""
+        if "\0" in text:
+            self.fail(path, "must not contain a NUL character")
+            return False
+        return True
 
     def _choice(self, value: Any, path: str, choices: tuple[str, ...]) -> str | None:
         text = self._string(value, path)
@@ -363,6 +383,9 @@ class _Validator:
         elif (items := self._list(raw, "containers")) is not None:
             if not items:
                 self.fail("containers", "must list at least one container")
+            if len(items) > MAX_CONTAINERS:
+                self.fail("containers", f"must list at most {MAX_CONTAINERS} containers, not {len(items)}")
+                items = []
             for i, item in enumerate(items):
                 if isinstance(item, dict) and isinstance(item.get("id"), str):
                     declared_ids.add(item["id"])
@@ -404,7 +427,8 @@ class _Validator:
             cmd = self._string(obj["cmd"], f"{path}.cmd")
         if "args" in obj and (items := self._list(obj["args"], f"{path}.args")) is not None:
             args = tuple(a for i, a in enumerate(items)
-                         if self._string(a, f"{path}.args[{i}]", nonempty=False) is not None)
+                         if self._string(a, f"{path}.args[{i}]", nonempty=False) is not None
+                         and self._no_nul(a, f"{path}.args[{i}]"))
 
         env: dict[str, str] = {}
         if "env" in obj and (envobj := self._object(obj["env"], f"{path}.env")) is not None:
@@ -415,7 +439,7 @@ class _Validator:
                     self.fail(f"{path}.env.{k}", "variable names must not contain '=' or NUL")
                 elif not isinstance(v, str):
                     self.fail(f"{path}.env.{k}", f"must be a string, not {_kind(v)} (quote numbers: \"8\")")
-                else:
+                elif self._no_nul(v, f"{path}.env.{k}"):
                     env[k] = v
 
         volumes = self.volumes(obj["volumes"], f"{path}.volumes") if "volumes" in obj else ()
@@ -470,11 +494,17 @@ class _Validator:
             return None
         self._unknown(obj, path, RESOURCE_FIELDS)
         values: dict[str, Any] = {}
+        bounds = {"cpus": (MIN_CPUS, MAX_CPUS, ""), "mem": (MIN_MEM_MB, MAX_MEM_MB, " MB")}
         for key in ("cpus", "mem"):
             if key not in obj:
                 self.fail(f"{path}.{key}", "is required")
-            else:
-                values[key] = self._number(obj[key], f"{path}.{key}", positive=True)
+                continue
+            value = self._number(obj[key], f"{path}.{key}", positive=True)
+            low, high, unit = bounds[key]
+            if value is not None and not low <= value <= high:
+                self.fail(f"{path}.{key}", f"must be between {low:g} and {high:g}{unit}, not {value:g}")
+                value = None
+            values[key] = value
         if "disk" in obj:
             values["disk"] = self._number(obj["disk"], f"{path}.disk", positive=False)
         if "gpu" in obj:

@@ -56,7 +56,14 @@ def test_pivot_original_text_fails_at_the_missing_comma():
 RULES = [
     # (mutation, expected path, words in the message)
     (lambda d: d.pop("id"), "id", "required"),
-    (lambda d: d.update(id="bad id!"), "id", "must match"),
+    (lambda d: d.update(id="bad id!"), "id", "letters, digits and '-'"),
+    (lambda d: d.update(id="-leading"), "id", "starting with a letter or digit"),
+    (lambda d: d.update(id="x" * 300), "id", "at most 40 characters"),
+    (lambda d: d["containers"][0].update(env={"A": "nul\0here"}), "containers[0].env.A", "NUL"),
+    (lambda d: d["containers"][0].update(args=["nul\0"]), "containers[0].args[0]", "NUL"),
+    (lambda d: d["containers"][0]["resources"].update(cpus=1e-12), "containers[0].resources.cpus", "between 0.01"),
+    (lambda d: d["containers"][0]["resources"].update(mem=1e308), "containers[0].resources.mem", "between 1 and"),
+    (lambda d: d.update(containers=d["containers"] * 40), "containers", "at most 32 containers"),
     (lambda d: d.update(containers=[]), "containers", "at least one"),
     (lambda d: d.update(extra=1), "extra", "unknown field"),
     (lambda d: d["containers"][0].pop("type"), "containers[0].type", "required"),
