@@ -176,7 +176,7 @@ def test_protocol_shapes_states_and_errors(gateway):
     while requests.get(f"{gateway}/sessions/{sid}/statements/{long_id}").json()["state"] != "running":
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert requests.post(f"{gateway}/sessions/{sid}/statements/{long_id}/cancel").json() == {"msg": "canceled"}
+    assert requests.post(f"{gateway}/sessions/{sid}/statements/{long_id}/cancel", json={}).json() == {"msg": "canceled"}
     deadline = time.monotonic() + 90
     while (state := requests.get(f"{gateway}/sessions/{sid}/statements/{long_id}").json()["state"]) != "cancelled":
         assert time.monotonic() < deadline, state
@@ -238,13 +238,15 @@ def test_driver_settings_get_their_own_driver_and_a_crash_makes_it_dead(gateway)
 
 
 def test_basic_auth_and_csrf(cluster, tmp_path):
-    proc, url = _start_gateway(cluster, tmp_path, "--no-warm", "--username", "alice", "--csrf",
+    proc, url = _start_gateway(cluster, tmp_path, "--no-warm", "--username", "alice",
                                env={"LIVY_GATEWAY_PASSWORD": "s3cret"})
     try:
         assert requests.get(f"{url}/sessions").status_code == 401
         assert requests.get(f"{url}/sessions", auth=("alice", "wrong")).status_code == 401
         assert requests.get(f"{url}/sessions", auth=("alice", "s3cret")).json()["total"] == 0
-        r = requests.post(f"{url}/sessions", json={"kind": "pyspark"}, auth=("alice", "s3cret"))
+        # A web page's "simple" POST (text/plain, no X-Requested-By) is refused; CSRF is on by default.
+        r = requests.post(f"{url}/sessions", data='{"kind": "pyspark"}', auth=("alice", "s3cret"),
+                          headers={"Content-Type": "text/plain"})
         assert r.status_code == 400 and "CSRF" in r.json()["msg"]
         r = requests.post(f"{url}/sessions", json={"kind": "spark"}, auth=("alice", "s3cret"),
                           headers={"X-Requested-By": "me"})

@@ -1,7 +1,9 @@
 """``python -m jupyter_spark_appliance.livy``: the gateway as a process.
 
-The password for Basic auth comes from the environment (LIVY_GATEWAY_PASSWORD),
-never from the command line, where every local user could read it in ``ps``.
+Secrets never come from the command line, where every local user reads them
+in ``ps``: the password for Basic auth is $LIVY_GATEWAY_PASSWORD, and the
+Spark RPC secret is in the file $JSA_SPARK_AUTH_SECRET_FILE names (mode 0600);
+with it, every driver authenticates to the master (spark.authenticate).
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import asyncio
 import logging
 import os
 import signal
+import stat
 import tempfile
 from pathlib import Path
 
-from .server import make_app
+from .server import MAX_BODY_BYTES, Security, default_allowed_hosts, make_app, normalize_host
 from .sessions import MIN_SESSIONS_PER_DRIVER, SESSION_MEMORY_MB, GatewayConfig, SessionManager
+
+SECRET_FILE_ENV = "JSA_SPARK_AUTH_SECRET_FILE"
 
 DEFAULT_CONF = {
     # Idle sessions hold no executors, so a shared cluster stays usable by
@@ -74,7 +79,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--idle-timeout", type=float, default=0, help="delete sessions idle this long (s); 0 = never")
     p.add_argument("--username", default=os.environ.get("LIVY_GATEWAY_USERNAME", ""),
                    help="enable Basic auth with this user; the password is read from $LIVY_GATEWAY_PASSWORD")
-    p.add_argument("--csrf", action="store_true", help="require X-Requested-By on non-GET requests")
+    p.add_argument("--csrf", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old callers
+    p.add_argument("--no-csrf", action="store_true",
+                   help="do not check POSTs for X-Requested-By or a JSON Content-Type (Livy's CSRF check, "
+                        "on by default; Sparkmagic and pylivy pass it)")
+    p.add_argument("--allowed-hosts", default="", metavar="HOST[,HOST...]",
+                   help="Host header names (without port) the gateway answers; others get 403 (DNS "
+                        "rebinding). Default: 127.0.0.1, localhost, ::1, the --host address and this "
+                        "machine's hostname. '*' allows any")
+    p.add_argument("--max-sessions", type=int, default=200, metavar="N",
+                   help="most sessions at once; more are refused with 429 (default 200; 0 = no limit)")
+    p.add_argument("--max-output-bytes", type=int, default=1024 * 1024, metavar="BYTES",
+                   help="a statement's output is cut to about this size, with a note at its end "
+                        "(default 1 MiB)")
     p.add_argument("--cds-dir", default="",
                    help="class-data-sharing archives for drivers and executors (see cds.py); none by default")
     return p.parse_args(argv)
@@ -89,11 +106,14 @@ async def serve(args: argparse.Namespace) -> None:
         conf["spark.driver.memory"] = args.driver_memory
     conf.update(item.split("=", 1) for item in args.conf)
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="livy-gateway-"))
+    secret_file = spark_secret_file()
     manager = SessionManager(GatewayConfig(
         master=args.master, log_dir=log_dir, default_conf=conf, warm=not args.no_warm,
         max_sessions_per_driver=args.sessions_per_driver, idle_timeout=args.idle_timeout or None,
         cds_dir=Path(args.cds_dir) if args.cds_dir else None,
         master_ui=args.master_ui or None, max_drivers=args.max_drivers, notice_after=args.notice_after,
+        max_sessions=max(0, args.max_sessions), max_output_bytes=max(1024, args.max_output_bytes),
+        spark_secret_file=secret_file,
     ))
     auth = None
     if args.username:
@@ -101,8 +121,17 @@ async def serve(args: argparse.Namespace) -> None:
         if not password:
             raise SystemExit("--username needs $LIVY_GATEWAY_PASSWORD")
         auth = (args.username, password)
-    app = make_app(manager, auth=auth, csrf=args.csrf)
-    server = app.listen(args.port, address=args.host)
+    security = Security(auth=auth, csrf=not args.no_csrf, allowed_hosts=allowed_hosts(args))
+    batches = None
+    try:
+        from .batches import BatchManager
+    except ImportError:
+        BatchManager = None  # noqa: N806
+    if BatchManager is not None:
+        batches = BatchManager(args.master, log_dir / "batches", secret_file=secret_file,
+                               default_conf=conf, max_batches=max(0, args.max_sessions))
+    app = make_app(manager, security, batches)
+    server = app.listen(args.port, address=args.host, max_body_size=MAX_BODY_BYTES)
     await manager.start()
     logging.info("Livy gateway on http://%s:%d for %s", args.host, args.port, args.master)
     stop = asyncio.Event()
@@ -111,7 +140,35 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     server.stop()
+    if batches is not None:
+        await batches.shutdown()
     await manager.shutdown()
+
+
+def allowed_hosts(args: argparse.Namespace) -> frozenset[str] | None:
+    names = [h for h in (x.strip() for x in args.allowed_hosts.split(",")) if h]
+    if "*" in names:
+        return None
+    return frozenset({normalize_host(h) for h in names} or default_allowed_hosts(args.host))
+
+
+def spark_secret_file() -> str | None:
+    """$JSA_SPARK_AUTH_SECRET_FILE, checked: a non-empty regular file only its owner can read."""
+    path = os.environ.get(SECRET_FILE_ENV, "")
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as f:
+            empty = not f.read().strip()
+    except OSError as e:
+        raise SystemExit(f"${SECRET_FILE_ENV}: cannot read {path}: {e}") from None
+    if not stat.S_ISREG(st.st_mode) or empty:
+        raise SystemExit(f"${SECRET_FILE_ENV}: {path} must be a non-empty file")
+    if st.st_mode & 0o077:
+        raise SystemExit(f"${SECRET_FILE_ENV}: {path} is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+                         "chmod 600 it")
+    return os.path.abspath(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,12 @@ many executors the application has. From these the gateway derives Livy's
 
 Protocol with the gateway: JSON lines on stdin (requests) and on the file
 descriptor given by ``--reply-fd`` (events); stdout/stderr are the driver log.
+The first line on stdin is the setup (master, name, Spark conf, where the Spark
+secret is): none of it is on a command line. PySpark itself would put every
+conf key on its JVM's ``spark-submit`` command line, so the JVM is started
+with a ``--properties-file`` (0600, deleted once the JVM has read it) and the
+secret is set in the SparkConf through py4j only (``spark.authenticate``; Spark
+standalone takes the secret only from the driver's conf).
 """
 
 from __future__ import annotations
@@ -24,14 +30,18 @@ import ctypes
 import json
 import os
 import queue
+import shlex
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import traceback
 import warnings
 from typing import Any
 
-from .repl import error_output, execute, install_streams, ok_output
+from . import repl
+from .repl import cap_output, error_output, execute, install_streams, ok_output
 
 SQL_ROW_LIMIT = 1000
 MONITOR_INTERVAL = 0.5
@@ -67,6 +77,8 @@ class Session:
         self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.current: int | None = None
         self.cancelled: set[int] = set()
+        self.lock = threading.Lock()
+        self.interruptible = False  # the thread runs a statement's code: a cancel may interrupt it
         self.thread = threading.Thread(target=self._loop, name=f"session-{sid}", daemon=True)
         self.thread.start()
 
@@ -89,15 +101,24 @@ class Session:
             sc.setJobGroup(self.group(stmt), f"Livy session {self.sid}", True)
             sc.setLocalProperty("spark.scheduler.pool", f"livy-session-{self.sid}")  # used in FAIR mode
             try:
-                if kind == "sql":
-                    output = self._sql(request["code"], stmt)
-                else:
-                    output = execute(request["code"], self.namespace, stmt)
-            except KeyboardInterrupt as e:  # a cancel that landed outside user code
+                with self.lock:
+                    self.interruptible = True
+                output = self.run(kind, request["code"], stmt)
+                with self.lock:
+                    self.interruptible = False
+            except KeyboardInterrupt as e:  # a cancel's interrupt that landed just outside user code
+                with self.lock:
+                    self.interruptible = False
                 output = error_output(e, stmt)
             self.current = None
             cancelled = stmt in self.cancelled
+            output = cap_output(output, repl.OUTPUT_LIMIT)
             self.replies.send(event="result", sid=self.sid, statement=stmt, cancelled=cancelled, output=output)
+
+    def run(self, kind: str, code: str, stmt: int) -> dict[str, Any]:
+        if kind == "sql":
+            return self._sql(code, stmt)
+        return execute(code, self.namespace, stmt)
 
     def _sql(self, code: str, stmt: int) -> dict[str, Any]:
         try:
@@ -108,12 +129,20 @@ class Session:
             return error_output(e, stmt)
 
     def cancel(self, stmt: int) -> None:
+        if stmt in self.cancelled:
+            return
         self.cancelled.add(stmt)
         if self.current == stmt:
             self.spark.sparkContext.cancelJobGroup(self.group(stmt))
-            # Pure-Python code does not notice a job cancel: interrupt the thread too.
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self.thread.ident), ctypes.py_object(KeyboardInterrupt))
+            self.interrupt()
+
+    def interrupt(self) -> None:
+        # Pure-Python code does not notice a job cancel: interrupt the thread too, but only
+        # while it runs the statement (else the interrupt would kill the session's thread).
+        with self.lock:
+            if self.interruptible:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self.thread.ident), ctypes.py_object(KeyboardInterrupt))
 
 
 class Monitor:
@@ -204,23 +233,75 @@ class Monitor:
             del self.sent[key]
 
 
-def build_spark(master: str, app_name: str, conf: dict[str, str]) -> Any:
+def java_properties(props: dict[str, str]) -> str:
+    """A .properties file (ISO-8859-1 with \\uXXXX escapes, as java.util.Properties.load reads it)."""
+
+    def escape(text: str, key: bool) -> str:
+        out = []
+        for i, ch in enumerate(text):
+            code = ord(ch)
+            if ch == "\\":
+                out.append("\\\\")
+            elif ch in "\n\r\t\f":
+                out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f"}[ch])
+            elif ch in "=:#!" or (ch == " " and (key or i == 0)):
+                out.append("\\" + ch)
+            elif code < 0x20 or code > 0x7E:
+                data = ch.encode("utf-16-be")
+                out.extend(f"\\u{int.from_bytes(data[j:j + 2], 'big'):04x}" for j in range(0, len(data), 2))
+            else:
+                out.append(ch)
+        return "".join(out)
+
+    return "".join(f"{escape(k, True)}={escape(v, False)}\n" for k, v in props.items())
+
+
+def read_secret(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        secret = f.read().strip()
+    if not secret:
+        raise ValueError(f"the Spark secret file {path} is empty")
+    return secret
+
+
+def build_spark(master: str, app_name: str, conf: dict[str, str], secret: str | None = None,
+                work_dir: str | None = None) -> Any:
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
+    # The JVM reads every setting from a file only this user can read: PySpark would pass
+    # a SparkConf given here as --conf arguments, in the JVM's argv.
+    props = {"spark.master": master, "spark.app.name": app_name, **conf}
+    fd, path = tempfile.mkstemp(prefix="spark-", suffix=".properties", dir=work_dir)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(java_properties(props))
+    os.environ["PYSPARK_SUBMIT_ARGS"] = f"--properties-file {shlex.quote(path)} pyspark-shell"
+    try:
+        SparkContext._ensure_initialized()
+    finally:
+        os.unlink(path)
+        os.environ.pop("PYSPARK_SUBMIT_ARGS", None)
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in conf.items():
         builder = builder.config(key, value)
+    if secret:
+        # Through py4j into the JVM's SparkConf: in no file, no argv, no environment.
+        builder = builder.config("spark.authenticate", "true").config("spark.authenticate.secret", secret)
     return builder.getOrCreate()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--master", required=True)
-    parser.add_argument("--name", default="livy-gateway-driver")
-    parser.add_argument("--conf", action="append", default=[], help="key=value")
     parser.add_argument("--reply-fd", type=int, required=True)
     args = parser.parse_args(argv)
     replies = Replies(args.reply_fd)
+    try:
+        setup = json.loads(sys.stdin.buffer.readline() or b"null")
+        if not isinstance(setup, dict) or setup.get("op") != "setup":
+            raise ValueError("the first line on stdin must be the setup")
+    except ValueError as e:
+        replies.send(event="fatal", error=str(e))
+        return 2
     _, stderr = install_streams()
 
     # Warnings go to the driver log (%%logs), not into statement output: Spark 4
@@ -229,13 +310,21 @@ def main(argv: list[str] | None = None) -> int:
         stderr.fallback.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     warnings.showwarning = log_warning
-    conf = dict(item.split("=", 1) for item in args.conf)
+    conf = {str(k): str(v) for k, v in (setup.get("conf") or {}).items()}
+    repl.OUTPUT_LIMIT = int(setup.get("max_output_bytes") or repl.OUTPUT_LIMIT)
+    work_dir = setup.get("work_dir") or tempfile.mkdtemp(prefix="livy-driver-")
+    os.makedirs(work_dir, mode=0o700, exist_ok=True)
+    # Every driver can host Scala sessions: the classes their interpreters compile are
+    # served to executors from here, which must be set before the SparkContext starts.
+    conf.setdefault("spark.repl.class.outputDir", tempfile.mkdtemp(prefix="repl-", dir=work_dir))
     started = time.time()
     try:
-        root = build_spark(args.master, args.name, conf)
+        secret = read_secret(setup["secret_file"]) if setup.get("secret_file") else None
+        root = build_spark(setup["master"], setup.get("name") or "livy-gateway-driver", conf, secret, work_dir)
     except BaseException as e:  # noqa: BLE001 - report, then die
         traceback.print_exc()
         replies.send(event="fatal", error=f"{type(e).__name__}: {e}")
+        shutil.rmtree(work_dir, ignore_errors=True)
         return 1
     sc = root.sparkContext
     replies.send(event="ready", app_id=sc.applicationId, ui=sc.uiWebUrl, seconds=time.time() - started)
@@ -269,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         root.stop()
     except Exception:  # noqa: BLE001 - exiting anyway; the log has it
         traceback.print_exc()
+    shutil.rmtree(work_dir, ignore_errors=True)
     return 0
 
 

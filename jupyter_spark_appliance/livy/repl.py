@@ -18,6 +18,88 @@ import traceback
 from typing import Any
 
 TABLE_MIME = "application/vnd.livy.table.v1+json"
+OUTPUT_LIMIT = 1024 * 1024  # bytes of a statement's output JSON (the gateway's --max-output-bytes)
+
+
+class CappedBuffer(io.StringIO):
+    """A statement's captured stdout/stderr, which stops growing at ``limit`` characters."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit, self.size, self.dropped = limit, 0, 0
+
+    def write(self, text: str) -> int:
+        room = self.limit - self.size
+        if room <= 0:
+            self.dropped += len(text)
+            return len(text)
+        if len(text) > room:
+            self.dropped += len(text) - room
+            text_kept = text[:room]
+        else:
+            text_kept = text
+        self.size += len(text_kept)
+        super().write(text_kept)
+        return len(text)
+
+
+def truncation_note(size: int, limit: int) -> str:
+    return (f"\n[output truncated: {size} bytes, more than the gateway's limit of {limit} bytes "
+            "(--max-output-bytes)]")
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "replace"))
+
+
+def cap_output(output: dict[str, Any] | None, limit: int) -> dict[str, Any] | None:
+    """A Livy output of at most about ``limit`` bytes: strings cut with a note, rows dropped, still valid."""
+    if output is None or limit <= 0:
+        return output
+    size = _json_size(output)
+    if size <= limit:
+        return output
+    note = truncation_note(size, limit)
+    out = dict(output)
+    if out.get("status") == "error":
+        out["evalue"] = str(out.get("evalue", ""))[: limit // 4]
+        kept, used = [], 0
+        for line in out.get("traceback") or []:
+            line = str(line)
+            if used + len(line) > limit // 2:
+                kept.append(line[: max(0, limit // 2 - used)])
+                break
+            kept.append(line)
+            used += len(line)
+        out["traceback"] = kept + [note.strip() + "\n"]
+        return out
+    data = dict(out.get("data") or {})
+    budget = max(256, (limit - 512) // max(1, len(data)))
+    for mime in list(data):
+        value = data[mime]
+        if _json_size(value) <= budget:
+            continue
+        if isinstance(value, str) and mime.startswith("text/"):
+            data[mime] = value[: budget - len(note)] + note
+        elif isinstance(value, dict) and isinstance(value.get("data"), list):  # sql and %table: fewer rows
+            rows = value["data"]
+            lo, hi = 0, len(rows)
+            while lo < hi:  # the most rows that fit
+                mid = (lo + hi + 1) // 2
+                if _json_size({**value, "data": rows[:mid]}) <= budget:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            data[mime] = {**value, "data": rows[:lo]}
+            if _json_size(data[mime]) > budget:  # the schema alone is too big
+                del data[mime]
+            data["text/plain"] = (str(data.get("text/plain", ""))[: budget // 2]
+                                  + f"\n[{len(rows) - lo} of {len(rows)} rows left out]" + note)
+        else:
+            del data[mime]
+            data["text/plain"] = str(data.get("text/plain", ""))[: budget // 2] + f"\n[{mime} left out]" + note
+    out["data"] = data
+    return out
 
 
 class ThreadStream(io.TextIOBase):
@@ -166,7 +248,7 @@ def table_bundle(value: Any) -> dict[str, Any]:
 
 def execute(code: str, namespace: dict[str, Any], execution_count: int) -> dict[str, Any]:
     """One pyspark/python statement -> Livy's output object."""
-    out = io.StringIO()
+    out = CappedBuffer(OUTPUT_LIMIT + 1)
     stdout, stderr = install_streams()
     stdout.capture(out)
     stderr.capture(out)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 import urllib.request
@@ -46,6 +47,10 @@ CREATE_FIELDS = {
 }
 FINAL_SESSION_STATES = {"error", "dead", "killed", "success", "shutting_down"}
 MAX_STATEMENTS = 1000
+MAX_INT = 2**31 - 1  # the largest count or size a request may give
+MAX_CONF_BYTES = 64 * 1024  # a session's conf (and each resource list), in all
+MAX_DURATION = 10 * 365 * 86400.0  # seconds
+MAX_ID_DIGITS = 18  # a longer id names nothing (and int() of 4300+ digits raises)
 SESSION_MEMORY_MB = 8  # a session's share of its driver's heap, for the default sessions-per-driver
 MIN_SESSIONS_PER_DRIVER = 16
 
@@ -64,14 +69,27 @@ def parse_duration(value: Any, field_name: str) -> float | None:
     """Livy durations: seconds as a number, or '10m', '1h', '30s'."""
     if value is None:
         return None
+    seconds = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*", value)
+        if abs(value) <= MAX_DURATION:
+            seconds = float(value)
+    elif isinstance(value, str) and len(value) < 40:
+        m = re.fullmatch(r"\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*(ms|s|m|min|h|d)?\s*", value)
         if m:
             n = float(m.group(1))
-            return n * {"ms": 0.001, "s": 1, None: 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[m.group(2)]
-    raise LivyError(400, f"{field_name}: {value!r} is not a duration (e.g. 600, '10m', '1h')")
+            seconds = n * {"ms": 0.001, "s": 1, None: 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if seconds is None or not math.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION:
+        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:60] + "..."
+        raise LivyError(400, f"{field_name}: {shown} is not a duration (e.g. 600, '10m', '1h'; "
+                             "at most 10 years, not negative)")
+    return seconds
+
+
+def parse_id(text: str) -> int | None:
+    """An id in a path: ASCII digits only ('²'.isdigit() is true, int('²') fails); None if it is not one."""
+    if not text.isascii() or not text.isdigit() or len(text) > MAX_ID_DIGITS:
+        return None
+    return int(text)
 
 
 @dataclass
@@ -128,7 +146,7 @@ class Session:
             "state": self.state, "kind": self.kind,
             "appInfo": {"driverLogUrl": None, "sparkUiUrl": self.driver.ui if self.driver else None,
                         "executorLogUrls": None},
-            "log": self.all_log()[-log_lines:] if log_lines else [],
+            "log": self.log_tail(log_lines),
             "ttl": r.get("ttl"), "idleTimeout": r.get("idleTimeout"),
             "driverMemory": r.get("driverMemory"), "driverCores": r.get("driverCores"),
             "executorMemory": r.get("executorMemory"), "executorCores": r.get("executorCores"),
@@ -138,9 +156,25 @@ class Session:
             "archives": r.get("archives", []), "queue": r.get("queue"),
         }
 
-    def all_log(self) -> list[str]:
-        driver_log = self.driver.log_lines() if self.driver else []
-        return driver_log + self.log
+    def log_tail(self, n: int) -> list[str]:
+        """The last n lines of driver log + the session's own lines, reading only those."""
+        if n <= 0:
+            return []
+        own = self.log[-n:]
+        driver_log = self.driver.log.tail(n - len(own)) if self.driver and len(own) < n else []
+        return driver_log + own
+
+    def log_total(self) -> int:
+        return (self.driver.log.total if self.driver else 0) + len(self.log)
+
+    def log_slice(self, start: int, size: int) -> tuple[int, list[str]]:
+        """Lines numbered start.. of the session's log (driver log lines, then its own lines)."""
+        driver_total = self.driver.log.total if self.driver else 0
+        if self.driver is not None and start < driver_total:
+            first, lines = self.driver.log.slice(start, size)
+            return first, lines + self.log[:max(0, size - len(lines))]
+        own = start - driver_total
+        return start, self.log[own:own + size]
 
     def statement(self, stmt_id: int) -> Statement | None:
         return next((s for s in self.statements if s.id == stmt_id), None)
@@ -165,6 +199,9 @@ class GatewayConfig:
     max_drivers: int = 0  # 0: no limit
     notice_after: float = 3.0  # seconds a statement's tasks wait with none running before it gets a notice
     status_interval: float = 2.0  # seconds between reads of the master's /json/
+    max_sessions: int = 200  # 0: no limit
+    max_output_bytes: int = 1024 * 1024  # a statement's output JSON, truncated past it with a note
+    spark_secret_file: str | None = None  # the appliance's Spark RPC secret (a 0600 file): drivers authenticate
 
 
 def memory_mb(value: str | None, default_mb: int) -> int:
@@ -264,6 +301,15 @@ def driver_settings(request: dict[str, Any], defaults: dict[str, str]) -> dict[s
     return conf
 
 
+def _conf_value(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise LivyError(400, f"conf: the value of {key[:100]!r} must be a string, number or boolean, "
+                         f"not {type(value).__name__}")
+
+
 def validate_request(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise LivyError(400, "the request body must be a JSON object")
@@ -286,15 +332,24 @@ def validate_request(body: Any) -> dict[str, Any]:
             raise LivyError(400, f"{key}: {request[key]!r} is not a memory size such as 512m or 2g")
     for key in ("driverCores", "executorCores", "numExecutors", "heartbeatTimeoutInSecond"):
         value = request.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise LivyError(400, f"{key}: must be a non-negative integer")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT):
+            raise LivyError(400, f"{key}: must be an integer from 0 to {MAX_INT}")
     for key in ("jars", "pyFiles", "files", "archives"):
         value = request.get(key)
         if value is not None and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
             raise LivyError(400, f"{key}: must be a list of strings")
+        if value and len(json.dumps(value)) > MAX_CONF_BYTES:
+            raise LivyError(400, f"{key}: more than {MAX_CONF_BYTES // 1024} KB in all")
     conf = request.get("conf")
-    if conf is not None and not isinstance(conf, dict):
-        raise LivyError(400, "conf: must be an object")
+    if conf is not None:
+        if not isinstance(conf, dict):
+            raise LivyError(400, "conf: must be an object")
+        request["conf"] = conf = {str(k): _conf_value(str(k), v) for k, v in conf.items()}
+        if any(not k.strip() for k in conf):
+            raise LivyError(400, "conf: a key is empty")
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in conf.items())
+        if size > MAX_CONF_BYTES:
+            raise LivyError(400, f"conf: {size} bytes, more than the limit of {MAX_CONF_BYTES // 1024} KB")
     parse_duration(request.get("ttl"), "ttl")
     parse_duration(request.get("idleTimeout"), "idleTimeout")
     return request
@@ -382,8 +437,11 @@ class SessionManager:
         # Archives are looked up per driver, so drivers started after the server's
         # background recording finished use them; a session's own conf wins.
         launch_conf = {**self._archive_conf(), **conf}
+        options = {"max_output_bytes": self.config.max_output_bytes,
+                   "secret_file": self.config.spark_secret_file,
+                   "work_dir": str(self.config.log_dir / f"driver-{n}")}
         driver = DriverProcess(key, self.config.master, launch_conf, self.config.log_dir / f"driver-{n}.log",
-                               self._on_driver_event, name=f"livy-gateway-{n}", nice=nice)
+                               self._on_driver_event, name=f"livy-gateway-{n}", nice=nice, options=options)
         self.drivers.setdefault(key, []).append(driver)
         log.info("started driver %d (pid %d) for %d conf keys", n, driver.pid, len(conf))
         return driver
@@ -598,6 +656,9 @@ class SessionManager:
 
     def create(self, body: Any, owner: str | None) -> Session:
         request = validate_request(body)
+        limit = self.config.max_sessions
+        if limit and len(self.sessions) >= limit:
+            raise LivyError(429, f"too many sessions (limit {limit}: --max-sessions); delete idle sessions first")
         name = request.get("name")
         if name is not None and any(s.name == name for s in self.sessions.values()):
             raise LivyError(400, f"Duplicate session name: {name}")
@@ -623,12 +684,14 @@ class SessionManager:
 
     def get(self, ident: str) -> Session:
         session = None
-        if ident.isdigit():
-            session = self.sessions.get(int(ident))
+        number = parse_id(ident)
+        if number is not None:
+            session = self.sessions.get(number)
         if session is None:
             session = next((s for s in self.sessions.values() if s.name == ident), None)
         if session is None:
-            raise LivyError(404, f"Session '{ident}' not found.")
+            shown = ident if len(ident) <= 100 else ident[:100] + "..."
+            raise LivyError(404, f"Session '{shown}' not found.")
         session.last_heartbeat = time.monotonic()
         return session
 
@@ -655,6 +718,8 @@ class SessionManager:
             raise LivyError(400, "code: a string is required")
         kind = body.get("kind")
         if kind is not None:
+            if not isinstance(kind, str):
+                raise LivyError(400, "kind: must be a string (pyspark, python or sql)")
             if kind in UNSUPPORTED_KINDS or kind not in SUPPORTED_KINDS:
                 raise LivyError(400, f"statement kind {kind!r} is not supported: use pyspark, python or sql")
             kind = SUPPORTED_KINDS[kind]
