@@ -115,6 +115,8 @@ async def wait_running_with(api, app_id: str, workers: int, timeout: float = 300
 
 
 async def test_spark_livy_on_a_single_node_swarm(api, engine, appliance_data_dir):
+    code, body = await api.call("GET", "templates")
+    assert {"name": "swarm", "available": True, "reason": None} in body["backends"]
     app_id = f"sw{uuid.uuid4().hex[:6]}"
     code, model = await api.call("POST", "appliance", spark_livy(app_id, 1))
     assert code == 201, model
@@ -237,6 +239,9 @@ async def test_engine_unreachable_is_503(api, monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     code, body = await api.call("POST", "appliance", {"template": "spark-livy", "backend": "swarm"})
     assert code == 503 and "Docker engine is not reachable" in body["message"]
+    code, body = await api.call("GET", "templates")
+    (swarm,) = [b for b in body["backends"] if b["name"] == "swarm"]
+    assert swarm["available"] is False and "Docker engine is not reachable" in swarm["reason"]
 
 
 # ---------------------------------------------------------------------- two nodes

@@ -136,6 +136,8 @@ class SwarmBackend(Backend):
             ) from None
         swarm = info.get("Swarm") or {}
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+            if client is not self._client:
+                client.close()
             state = swarm.get("LocalNodeState") or "inactive"
             role = "a swarm worker, not a manager" if state == "active" else f"not in a swarm (Swarm: {state})"
             raise BackendUnavailable(
