@@ -67,6 +67,7 @@ class ApplianceManager:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self.listeners: list[Listener] = []
         self._monitor: asyncio.Task[None] | None = None
+        self._loaded = False  # every record was read (so leftovers can be told from ours)
 
     # ------------------------------------------------------------------ backends
 
@@ -79,6 +80,8 @@ class ApplianceManager:
             backend = factory()
             backend.available()  # raises BackendUnavailable before caching
             self._backends[name] = backend
+            if self._loaded:  # made after start-up: every record is known already
+                backend.after_adoption(set(self.records))
         return self._backends[name]
 
     def credentials_model(self, record: ApplianceRecord) -> dict[str, Any]:
@@ -140,6 +143,13 @@ class ApplianceManager:
         self._monitor = asyncio.ensure_future(self._watch())
         for record in self.store.load_all():
             await self._adopt(record)
+        self._loaded = True
+        known = set(self.records)
+        for backend in list(self._backends.values()):
+            try:
+                await asyncio.to_thread(backend.after_adoption, known)
+            except Exception:  # noqa: BLE001 - an engine that went away must not stop the server
+                log.exception("checking %s for leftovers failed", backend.name)
 
     async def _adopt(self, record: ApplianceRecord) -> None:
         self.records[record.id] = record

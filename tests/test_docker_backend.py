@@ -10,7 +10,14 @@ import asyncio
 
 import pytest
 
-from jupyter_spark_appliance.backends.docker import LABEL, DockerBackend, DockerConfig
+from jupyter_spark_appliance.backends.docker import (
+    LABEL,
+    DockerBackend,
+    DockerConfig,
+    container_name,
+    network_name,
+    owner_tag,
+)
 from jupyter_spark_appliance.manager import ApplianceManager
 from jupyter_spark_appliance.spark.standalone import alive_workers
 from jupyter_spark_appliance.store import Store
@@ -24,6 +31,26 @@ def engine(docker_engine):
     return docker_engine
 
 
+@pytest.fixture
+def jp_server_config(appliance_data_dir, tmp_path):
+    """The shared config, plus a host path the volumes test may mount (nothing is allowed by default)."""
+    return {
+        "ServerApp": {"jpserver_extensions": {"jupyter_spark_appliance": True}},
+        "SparkApplianceApp": {"data_dir": str(appliance_data_dir), "start_timeout": 240.0,
+                              "docker_volume_allow": [str(tmp_path / "shared")]},
+    }
+
+
+@pytest.fixture
+def owner(jp_serverapp) -> str:
+    return jp_serverapp.web_app.settings["spark_appliance_manager"].owner
+
+
+def named(owner: str, app_id: str, cid: str, index: int = 0) -> str:
+    """A container's name on the engine: this server's tag, then appliance, container, instance."""
+    return container_name(app_id, cid, index, owner_tag(owner))
+
+
 def alive(model: dict) -> int:
     return alive_workers(model["links"]["spark-ui"])
 
@@ -34,7 +61,7 @@ def ours(engine, app_id: str):
     return containers, networks
 
 
-async def test_spark_livy_on_docker(api, engine, appliance_data_dir):
+async def test_spark_livy_on_docker(api, engine, appliance_data_dir, owner):
     code, model = await api.call("POST", "appliance", {"template": "spark-livy", "id": "dock", "backend": "docker",
                                                        "workers": 1, "worker_memory": 1024})
     assert code == 201, model
@@ -43,13 +70,14 @@ async def test_spark_livy_on_docker(api, engine, appliance_data_dir):
     assert model["backend"] == "docker" and alive(model) == 1
 
     containers, networks = ours(engine, "dock")
-    assert sorted(c.name for c in containers) == ["dock-livy-0", "dock-spark-master-0", "dock-spark-worker-0"]
-    assert [n.name for n in networks] == ["jsa-dock"]
-    worker = engine.containers.get("dock-spark-worker-0")
+    assert sorted(c.name for c in containers) == sorted(named(owner, "dock", c) for c in
+                                                        ("livy", "spark-master", "spark-worker"))
+    assert [n.name for n in networks] == [network_name("dock", owner_tag(owner))]
+    worker = engine.containers.get(named(owner, "dock", "spark-worker"))
     assert worker.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
     assert worker.attrs["HostConfig"]["Memory"] == 1024 * 2**20
     assert worker.labels[f"{LABEL}.container"] == "spark-worker" and worker.labels[f"{LABEL}.instance"] == "0"
-    master = engine.containers.get("dock-spark-master-0")
+    master = engine.containers.get(named(owner, "dock", "spark-master"))
     for bindings in master.attrs["NetworkSettings"]["Ports"].values():
         assert all(b["HostIp"] == "127.0.0.1" for b in bindings or [])
 
@@ -74,8 +102,9 @@ async def test_spark_livy_on_docker(api, engine, appliance_data_dir):
     assert ok and out.strip() == "4950", out
     # The gateway's driver and its executor started from the image's archives: the kernel
     # shows each archive mapped into the JVM (-Xshare:auto would silently skip a bad one).
-    for name, jvm, archive in (("dock-livy-0", "[S]parkSubmit", "spark-driver-"),
-                               ("dock-spark-worker-0", "[C]oarseGrainedExecutorBackend", "spark-executor-")):
+    for name, jvm, archive in ((named(owner, "dock", "livy"), "[S]parkSubmit", "spark-driver-"),
+                               (named(owner, "dock", "spark-worker"), "[C]oarseGrainedExecutorBackend",
+                                "spark-executor-")):
         code, found = engine.containers.get(name).exec_run(
             ["sh", "-c", f"grep -c /opt/jsa/cds/{archive} /proc/$(pgrep -f '{jvm}' | head -1)/maps"])
         assert code == 0 and int(found) > 0, (name, found)
@@ -86,9 +115,10 @@ async def test_spark_livy_on_docker(api, engine, appliance_data_dir):
     assert code == 200 and any("Master" in line for line in logs["instances"][0]["lines"])
 
     # A new manager (server restart) re-adopts through the records and labels.
-    restarted = ApplianceManager(Store(appliance_data_dir),
-                                 {"docker": lambda: DockerBackend(DockerConfig(), Store(appliance_data_dir).dir)},
-                                 stop_on_shutdown=False)
+    restarted = ApplianceManager(
+        Store(appliance_data_dir),
+        {"docker": lambda: DockerBackend(DockerConfig(owner=owner), Store(appliance_data_dir).dir)},
+        stop_on_shutdown=False, owner=owner)
     await restarted.start()
     try:
         (adopted,) = restarted.list()
@@ -122,6 +152,57 @@ async def test_privileged_is_refused_unless_allowed(api, engine):
     assert code == 400 and body["problems"][0]["path"] == "containers[0].is_privileged"
 
 
+@pytest.mark.parametrize("change,path,words", [
+    ({"network_mode": "host"}, "containers[0].network_mode", "docker_allow_host_network"),
+    ({"volumes": [{"src": "/", "dest": "/host", "type": "rw"}]}, "containers[0].volumes[0].src", "never mounted"),
+    ({"volumes": [{"src": "/var/run/docker.sock", "dest": "/s", "type": "rw"}]}, "containers[0].volumes[0].src",
+     "never mounted"),
+    ({"volumes": [{"src": "/proc", "dest": "/p", "type": "ro"}]}, "containers[0].volumes[0].src", "never mounted"),
+    ({"volumes": [{"src": "/tmp", "dest": "/t", "type": "ro"}]}, "containers[0].volumes[0].src",
+     "not under an allowed path"),
+    ({"resources": {"cpus": 1, "mem": 2}}, "containers[0].resources.mem", "at least 6 MB"),
+])
+async def test_the_docker_policy_refuses_what_gives_the_host_away(api, engine, change, path, words):
+    spec = {"id": "policy", "backend": "docker", "containers": [
+        {"id": "x", "type": "service", "image": DEFAULT_IMAGES["spark-master"],
+         "resources": {"cpus": 1, "mem": 512}, **change}]}
+    code, body = await api.call("POST", "appliance", spec)
+    assert code == 400, body
+    assert [p["path"] for p in body["problems"]] == [path] and words in body["problems"][0]["message"]
+    assert ours(engine, "policy") == ([], [])
+
+
+async def test_two_servers_on_one_engine_never_touch_each_others_containers(api, engine, owner, tmp_path,
+                                                                          jp_serverapp):
+    """Another Jupyter server (another owner) with an appliance of the same id on the same engine."""
+    other = DockerBackend(DockerConfig(owner="someone-else@elsewhere:/data"), lambda app_id: tmp_path / app_id)
+    other.available()
+    theirs = engine.containers.create(DEFAULT_IMAGES["spark-master"], ["sleep", "300"],
+                                      entrypoint=["/usr/bin/env"],
+                                      name=named("someone-else@elsewhere:/data", "twin", "x"),
+                                      labels={f"{LABEL}.appliance": "twin", f"{LABEL}.owner": other.config.owner,
+                                              f"{LABEL}.container": "x", f"{LABEL}.instance": "0"})
+    try:
+        spec = {"id": "twin", "backend": "docker", "containers": [
+            {"id": "x", "type": "service", "image": DEFAULT_IMAGES["spark-master"],
+             "resources": {"cpus": 0.5, "mem": 64}, "cmd": "sleep 300"}]}
+        assert (await api.call("POST", "appliance", spec))[0] == 201
+        model = await api.wait_state("twin", {"running", "failed"}, timeout=120)
+        assert model["state"] == "running", model["reason"]
+        mine = engine.containers.get(named(owner, "twin", "x"))
+        assert mine.id != theirs.id
+        # This server's leftover hunt and its DELETE leave the other server's container alone.
+        backend = jp_serverapp.web_app.settings["spark_appliance_manager"].backend("docker")
+        assert backend.leftovers(set()).get("twin") == [mine.name]  # ours only, never theirs
+        assert (await api.call("DELETE", "appliance/twin"))[0] == 204
+        theirs.reload()
+        assert theirs.status == "created"
+        assert not engine.containers.list(all=True, filters={"label": [f"{LABEL}.owner={owner}",
+                                                                       f"{LABEL}.appliance=twin"]})
+    finally:
+        theirs.remove(force=True)
+
+
 async def test_engine_unreachable_is_503_and_local_still_works(api, monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     code, body = await api.call("POST", "appliance", {"template": "spark-livy", "backend": "docker"})
@@ -136,21 +217,32 @@ async def test_engine_unreachable_is_503_and_local_still_works(api, monkeypatch,
 
 
 def test_leftovers_of_a_crashed_server_are_found_and_removed(engine, tmp_path):
-    # A container labelled by us whose appliance no record knows, as a crashed server leaves it.
-    labels = {f"{LABEL}.appliance": "ghost", f"{LABEL}.container": "x", f"{LABEL}.instance": "0",
-              f"{LABEL}.owner": "crashed-server"}
-    engine.containers.create(DEFAULT_IMAGES["spark-master"], name="ghost-x-0", labels=labels)
-    backend = DockerBackend(DockerConfig(), lambda app_id: tmp_path / app_id)
-    backend.available()
-    assert backend.leftovers({"something-else"}) == {"ghost": ["ghost-x-0"]}
-    assert backend.leftovers({"ghost"}) == {}
-    assert backend.remove_leftovers(set()) == {"ghost": ["ghost-x-0"]}
-    assert ours(engine, "ghost") == ([], [])
+    # Containers labelled by this server whose appliance no record knows, as a crash leaves
+    # them; another server's container (another owner) is never counted nor removed.
+    def labelled(owner: str) -> dict[str, str]:
+        return {f"{LABEL}.appliance": "ghost", f"{LABEL}.container": "x", f"{LABEL}.instance": "0",
+                f"{LABEL}.owner": owner}
+
+    mine = engine.containers.create(DEFAULT_IMAGES["spark-master"], name=named("crashed-server", "ghost", "x"),
+                                    labels=labelled("crashed-server"))
+    theirs = engine.containers.create(DEFAULT_IMAGES["spark-master"], name=named("other-server", "ghost", "x"),
+                                      labels=labelled("other-server"))
+    try:
+        backend = DockerBackend(DockerConfig(owner="crashed-server"), lambda app_id: tmp_path / app_id)
+        backend.available()
+        assert backend.leftovers({"something-else"}) == {"ghost": [mine.name]}
+        assert backend.leftovers({"ghost"}) == {}
+        assert backend.remove_leftovers(set()) == {"ghost": [mine.name]}
+        remaining = engine.containers.list(all=True, filters={"label": f"{LABEL}.appliance=ghost"})
+        assert [c.id for c in remaining] == [theirs.id]
+    finally:
+        theirs.remove(force=True)
 
 
-async def test_cmd_env_references_and_volumes_are_honoured(api, engine, tmp_path):
+async def test_cmd_env_references_and_volumes_are_honoured(api, engine, tmp_path, owner):
     shared = tmp_path / "shared"
     shared.mkdir()
+    shared.chmod(0o777)  # the containers' user is not root
     spec = {"id": "plumbing", "backend": "docker", "containers": [
         {"id": "spark-master", "type": "service", "image": DEFAULT_IMAGES["spark-master"],
          "resources": {"cpus": 1, "mem": 768}, "ports": [{"container_port": 8080}, {"container_port": 7077}]},
@@ -167,8 +259,9 @@ async def test_cmd_env_references_and_volumes_are_honoured(api, engine, tmp_path
     while not (shared / "out.txt").exists():
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.2)
-    assert (shared / "out.txt").read_text().strip() == "plumbing-spark-master-0:7077 mail me@example.org"
-    probe = engine.containers.get("plumbing-probe-0")
+    master = named(owner, "plumbing", "spark-master")
+    assert (shared / "out.txt").read_text().strip() == f"{master}:7077 mail me@example.org"
+    probe = engine.containers.get(named(owner, "plumbing", "probe"))
     assert probe.attrs["HostConfig"]["NanoCpus"] == 500_000_000
     assert (await api.call("DELETE", "appliance/plumbing"))[0] == 204
     assert ours(engine, "plumbing") == ([], [])

@@ -118,14 +118,16 @@ async def test_local_instances_killed_with_sigkill_come_back(api, appliance_data
 
 
 @pytest.mark.docker
-async def test_docker_containers_killed_come_back_and_a_crash_loop_backs_off(api, docker_engine):
+async def test_docker_containers_killed_come_back_and_a_crash_loop_backs_off(api, docker_engine,
+                                                                            appliance_data_dir):
     app_id = f"heal-{uuid.uuid4().hex[:6]}"
     code, body = await api.call("POST", "appliance", {"template": "spark-livy", "id": app_id, "backend": "docker",
                                                       "workers": 1})
     assert code == 201, body
 
     def kill(model: dict, cid: str) -> None:
-        docker_engine.containers.get(f"{app_id}-{cid}-0").kill()  # SIGKILL
+        record = json.loads((appliance_data_dir / app_id / "record.json").read_text())
+        docker_engine.containers.get(record["instances"][cid][0]["handle"]["container_id"]).kill()  # SIGKILL
 
     try:
         await kill_and_heal(api, app_id, kill)

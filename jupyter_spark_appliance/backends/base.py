@@ -116,5 +116,8 @@ class Backend(abc.ABC):
         port = handle.ports.get(container_port)
         return f"http://{self.connect_host}:{port}" if port else None
 
+    def after_adoption(self, known: set[str]) -> None:
+        """Every record is loaded (``known`` ids): deal with what a crashed run left (blocking)."""
+
     async def shutdown(self) -> None:
         """The server is stopping: release clients and threads."""

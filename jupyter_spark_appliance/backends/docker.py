@@ -15,7 +15,9 @@ the host's network stack (no publishing; @id resolves to 127.0.0.1).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +67,45 @@ class DockerConfig:
     connect_host: str = "127.0.0.1"
     allow_privileged: bool = False
     owner: str = ""
+    allow_host_network: bool = False
+    #: host paths (and what is under them) that ``volumes`` may mount; empty: none
+    volume_allow: tuple[str, ...] = ()
+    leftovers: str = "report"  # containers of unknown appliances of this owner: report | remove
 
 
-def container_name(appliance_id: str, container_id: str, index: int) -> str:
-    return f"{appliance_id}-{container_id}-{index}"
+#: Host paths no container may mount, whatever the allow-list says: each is root on the host.
+NEVER_MOUNTED = ("/", "/proc", "/sys", "/dev", "/etc", "/boot", "/var/run/docker.sock", "/run/docker.sock",
+                 "/var/lib/docker", "/run/containerd")
+MIN_DOCKER_MEM_MB = 6  # the engine refuses less
+MAX_HOSTNAME = 63  # a container's name is its host name: one DNS label
 
 
-def network_name(appliance_id: str) -> str:
-    return f"jsa-{appliance_id}"
+def owner_tag(owner: str) -> str:
+    """Six hex digits that tell one server's names from another's on a shared engine."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:6] if owner else ""
+
+
+def container_name(appliance_id: str, container_id: str, index: int, tag: str = "") -> str:
+    return f"{tag + '-' if tag else ''}{appliance_id}-{container_id}-{index}"
+
+
+def network_name(appliance_id: str, tag: str = "") -> str:
+    return f"jsa-{tag + '-' if tag else ''}{appliance_id}"
+
+
+def volume_problem(src: str, allowed: tuple[str, ...]) -> str | None:
+    """Why mounting host path ``src`` is refused, or None if it may be mounted."""
+    if not src.startswith("/"):
+        return None  # a named volume of the engine, not a host path
+    real = os.path.realpath(src)
+    for never in NEVER_MOUNTED:
+        if real == never or (never != "/" and real.startswith(never + "/")) or "docker.sock" in real:
+            return f"host path {src!r} is never mounted (it gives root on the host)"
+    if not any(real == os.path.realpath(a) or real.startswith(os.path.realpath(a).rstrip("/") + "/")
+               for a in allowed):
+        return (f"host path {src!r} is not under an allowed path "
+                f"(c.SparkApplianceApp.docker_volume_allow: {list(allowed) or 'none'})")
+    return None
 
 
 class DockerBackend(Backend):
@@ -84,6 +117,7 @@ class DockerBackend(Backend):
         self.workdir = workdir
         self._client_factory = client_factory
         self._client: Any = None
+        self.tag = owner_tag(config.owner)
 
     # ------------------------------------------------------------------ engine
 
@@ -115,7 +149,31 @@ class DockerBackend(Backend):
             if c.is_privileged and not self.config.allow_privileged:
                 problems.append(Problem(f"containers[{i}].is_privileged",
                                         "privileged containers are off (c.SparkApplianceApp.allow_privileged)"))
+            if c.network_mode == "host" and not self.config.allow_host_network:
+                problems.append(Problem(f"containers[{i}].network_mode",
+                                        "the host's network is off: it would ignore bind_host and expose every "
+                                        "port (c.SparkApplianceApp.docker_allow_host_network)"))
+            for j, v in enumerate(c.volumes):
+                why = volume_problem(v.src, self.config.volume_allow)
+                if why:
+                    problems.append(Problem(f"containers[{i}].volumes[{j}].src", why))
+            if c.resources.mem < MIN_DOCKER_MEM_MB:
+                problems.append(Problem(f"containers[{i}].resources.mem",
+                                        f"the Docker engine needs at least {MIN_DOCKER_MEM_MB} MB"))
+            name = container_name(appliance.id, c.id, max(0, c.instances - 1), self.tag)
+            if len(name) > MAX_HOSTNAME:
+                problems.append(Problem(f"containers[{i}].id", f"with the appliance id it makes the container "
+                                        f"name {name!r}, longer than {MAX_HOSTNAME} characters: use shorter ids"))
         return problems
+
+    def after_adoption(self, known: set[str]) -> None:
+        """All records are loaded: containers of this server's appliances that no record knows."""
+        remove = self.config.leftovers == "remove"
+        found = self.remove_leftovers(known) if remove else self.leftovers(known)
+        for app_id, names in found.items():
+            log.warning("Docker containers of unknown appliance %s %s: %s", app_id,
+                        "removed" if remove else "found (c.SparkApplianceApp.docker_leftovers = 'remove' "
+                        "removes them)", ", ".join(names))
 
     # ------------------------------------------------------------------ appliance
 
@@ -128,7 +186,7 @@ class DockerBackend(Backend):
 
     async def prepare(self, appliance_id: str) -> None:
         def create() -> None:
-            name = network_name(appliance_id)
+            name = network_name(appliance_id, self.tag)
             if not any(net.name == name for net in self.client.networks.list(names=[name])):
                 self.client.networks.create(name, driver="bridge", labels=self._labels(appliance_id))
 
@@ -138,7 +196,7 @@ class DockerBackend(Backend):
         def remove() -> None:
             docker = docker_sdk()
 
-            for net in self.client.networks.list(filters={"label": f"{LABEL}.appliance={appliance_id}"}):
+            for net in self.client.networks.list(filters={"label": self._owned(appliance_id)}):
                 try:
                     net.remove()
                 except docker.errors.APIError as e:
@@ -168,7 +226,7 @@ class DockerBackend(Backend):
         docker = docker_sdk()
 
         container, role = request.container, request.role
-        name = container_name(request.appliance_id, container.id, request.index)
+        name = container_name(request.appliance_id, container.id, request.index, self.tag)
         host_mode = container.network_mode == "host"
         resolved = resolve_container(container, self.resolver(request.peers, container))
         env = dict(resolved.env)
@@ -199,7 +257,7 @@ class DockerBackend(Backend):
         if host_mode:
             kwargs["network_mode"] = "host"
         else:
-            kwargs["network"] = network_name(request.appliance_id)
+            kwargs["network"] = network_name(request.appliance_id, self.tag)
             kwargs["ports"] = ports
         try:
             self._remove_stale(name)
@@ -249,8 +307,10 @@ class DockerBackend(Backend):
             stale = self.client.containers.get(name)
         except docker.errors.NotFound:
             return
-        if stale.labels.get(f"{LABEL}.appliance"):
-            stale.remove(force=True)  # ours, from a crashed server: safe to replace
+        if stale.labels.get(f"{LABEL}.owner") == self.config.owner and stale.labels.get(f"{LABEL}.appliance"):
+            stale.remove(force=True)  # ours, from a crashed run of this server: safe to replace
+        else:
+            raise StartFailed(f"a container named {name} exists and is not this server's: it is left alone")
 
     async def ready(self, handle: Handle, container: Container, role: Role | None, master_ui: str | None) -> bool:
         assert isinstance(handle, ContainerHandle)
@@ -313,9 +373,15 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------------ leftovers
 
+    def _owned(self, appliance_id: str | None = None) -> list[str]:
+        """Label filters: this server's objects (of one appliance)."""
+        labels = [f"{LABEL}.owner={self.config.owner}"]
+        return labels + ([f"{LABEL}.appliance={appliance_id}"] if appliance_id else [f"{LABEL}.appliance"])
+
     def _leftover_containers(self, known: set[str]) -> dict[str, list[Any]]:
+        """This server's containers (owner label) whose appliance no record knows; never another server's."""
         out: dict[str, list[Any]] = {}
-        for c in self.client.containers.list(all=True, filters={"label": f"{LABEL}.appliance"}):
+        for c in self.client.containers.list(all=True, filters={"label": self._owned()}):
             app = c.labels.get(f"{LABEL}.appliance", "")
             if app not in known:
                 out.setdefault(app, []).append(c)
@@ -330,7 +396,7 @@ class DockerBackend(Backend):
         for containers in found.values():
             for c in containers:
                 c.remove(force=True)
-        for net in self.client.networks.list(filters={"label": f"{LABEL}.appliance"}):
+        for net in self.client.networks.list(filters={"label": self._owned()}):
             if net.attrs.get("Labels", {}).get(f"{LABEL}.appliance") in found:
                 net.remove()
         return _names(found)

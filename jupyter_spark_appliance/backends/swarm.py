@@ -54,7 +54,7 @@ from ..spark.roles import ROLES, ProbeContext, Role, role_by_image
 from ..spec import Appliance, Container, Problem
 from ..state import Endpoint
 from .base import Backend, BackendUnavailable, Exit, Started, StartFailed, StartRequest
-from .docker import LABEL, PROJECT_IMAGES, container_name
+from .docker import LABEL, MIN_DOCKER_MEM_MB, PROJECT_IMAGES, container_name, docker_sdk, volume_problem
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,8 @@ class SwarmConfig:
     connect_host: str = "127.0.0.1"  # for a node whose address Swarm reports as 0.0.0.0
     owner: str = ""
     registry: str = ""  # e.g. 127.0.0.1:5000; empty: the project's images are local (one node)
+    volume_allow: tuple[str, ...] = ()  # host paths services may mount (as the docker backend's)
+    leftovers: str = "report"  # services of unknown appliances of this owner: report | remove
     cpu_reservation: float = 1.0  # share of resources.cpus reserved (1.0: all of it)
     mem_reservation: float = 1.0  # share of resources.mem reserved
     task_timeout: float = 600.0  # seconds a task may take to run (a first pull on a new node)
@@ -123,9 +125,8 @@ class SwarmBackend(Backend):
         return self._client
 
     def available(self) -> None:
+        docker = docker_sdk()  # a missing SDK says which extra to install, not "unreachable"
         try:
-            import docker
-
             client = self._client or (self._client_factory() if self._client_factory
                                       else docker.from_env(timeout=60))
             info = client.info()
@@ -159,7 +160,22 @@ class SwarmBackend(Backend):
                 problems.append(Problem(f"containers[{i}].network_mode",
                                         "network_mode host is not available on the swarm backend: services "
                                         "join the appliance's overlay network"))
+            for j, v in enumerate(c.volumes):
+                why = volume_problem(v.src, self.config.volume_allow)
+                if why:
+                    problems.append(Problem(f"containers[{i}].volumes[{j}].src", why))
+            if c.resources.mem < MIN_DOCKER_MEM_MB:
+                problems.append(Problem(f"containers[{i}].resources.mem",
+                                        f"the Docker engine needs at least {MIN_DOCKER_MEM_MB} MB"))
         return problems
+
+    def after_adoption(self, known: set[str]) -> None:
+        """All records are loaded: services of this server's appliances that no record knows."""
+        remove = self.config.leftovers == "remove"
+        found = self.remove_leftovers(known) if remove else self.leftovers(known)
+        for app_id, names in found.items():
+            log.warning("Swarm services of unknown appliance %s %s: %s", app_id,
+                        "removed" if remove else "found", ", ".join(names))
 
     # ------------------------------------------------------------------ appliance
 
@@ -253,6 +269,9 @@ class SwarmBackend(Backend):
             # The image's entrypoint builds the role's command (spark/entrypoint.py) from these.
             env.setdefault("JSA_CORES", str(max(1, round(container.resources.cpus))))
             env.setdefault("JSA_MEMORY_MB", str(int(container.resources.mem)))
+            if request.credentials is not None:  # the entrypoint moves it out of the environment
+                env["JSA_SECRET"] = request.credentials.password
+                env["JSA_USERNAME"] = request.credentials.username
         previous = request.previous.ports if request.previous else {}
         ports = []
         for p in container.ports:
