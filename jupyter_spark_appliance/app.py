@@ -7,6 +7,7 @@ per user-facing knob, each with help text shown by ``jupyter server --help-all``
 from __future__ import annotations
 
 import asyncio
+import getpass
 import os
 import socket
 import sys
@@ -27,6 +28,7 @@ from .orchestrator import RESTART_POLICIES
 from .spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
 from .spark.cds_recording import record_archives
 from .spark.home import SparkNotFound, find_spark_home
+from .spark.reaper import Reaper
 from .spark.roles import DEFAULT_ROLE_PATTERNS
 from .sparkmagic_wiring import SparkmagicWiring
 from .store import Store
@@ -115,6 +117,23 @@ class SparkApplianceApp(ExtensionApp):
         300.0, config=True,
         help="Seconds a container instance may take to become ready before its launch fails.",
     )
+    swarm_reservation = Float(
+        1.0, config=True,
+        help="Share (0-1] of each container's resources.cpus and mem that the swarm backend reserves on "
+             "its node (limits stay the whole value). Swarm places a service only where its reservation "
+             "fits: 0.5 lets the default spark-livy template run on a 2-core node.",
+    )
+    docker_allow_host_network = Bool(
+        False, config=True,
+        help="Let the docker backend run containers with network_mode 'host'. Off: such specs get a 400, "
+             "since the host's network ignores bind_host and exposes every port the container opens.",
+    )
+    docker_volume_allow = List(
+        Unicode(), config=True,
+        help="Host paths (and what lies under them) that the docker backend's containers may mount as "
+             "volumes, e.g. ['/data/shared']. Empty (the default): no host path. '/', /proc, /sys, /dev, "
+             "/etc and the Docker socket are refused whatever this says.",
+    )
     child_env_allow = List(
         Unicode(), config=True,
         help="Names (fnmatch patterns, e.g. 'HADOOP_*') of the server's environment variables that the "
@@ -178,6 +197,7 @@ class SparkApplianceApp(ExtensionApp):
             python=sys.executable,
             cds_dir=Path(self.cds_dir) if self.class_data_sharing else None,
             env_allow=tuple(self.child_env_allow),
+            reap_with_server=self.stop_on_shutdown,
         )
         return LocalBackend(config, self.store.dir)
 
@@ -187,25 +207,20 @@ class SparkApplianceApp(ExtensionApp):
             connect_host=self._connect_host(),
             allow_privileged=self.allow_privileged,
             owner=self.manager.owner,
+            allow_host_network=self.docker_allow_host_network,
+            volume_allow=tuple(self.docker_volume_allow),
+            leftovers=self.docker_leftovers,
         )
-        backend = DockerBackend(config, self.store.dir)  # its client (and so the ping) comes with first use
-        known = set(self.manager.records)
-        found = backend.remove_leftovers(known) if self.docker_leftovers == "remove" else backend.leftovers(known)
-        for app_id, names in found.items():
-            verb = "removed" if self.docker_leftovers == "remove" else "found"
-            self.log.warning("Docker containers of unknown appliance %s %s: %s", app_id, verb, ", ".join(names))
-        return backend
+        # Its client (and so the ping) comes with first use; leftovers are dealt with by
+        # after_adoption, once every record is loaded (the manager calls it).
+        return DockerBackend(config, self.store.dir)
 
     def make_swarm_backend(self) -> SwarmBackend:
         config = SwarmConfig(connect_host=self._connect_host(), owner=self.manager.owner,
-                             registry=self.swarm_registry)
-        backend = SwarmBackend(config, self.store.dir)
-        known = set(self.manager.records)
-        found = backend.remove_leftovers(known) if self.docker_leftovers == "remove" else backend.leftovers(known)
-        for app_id, names in found.items():
-            verb = "removed" if self.docker_leftovers == "remove" else "found"
-            self.log.warning("Swarm services of unknown appliance %s %s: %s", app_id, verb, ", ".join(names))
-        return backend
+                             registry=self.swarm_registry, volume_allow=tuple(self.docker_volume_allow),
+                             leftovers=self.docker_leftovers, cpu_reservation=self.swarm_reservation,
+                             mem_reservation=self.swarm_reservation)
+        return SwarmBackend(config, self.store.dir)  # leftovers: after_adoption, once every record is loaded
 
     def backend_factories(self) -> dict[str, Any]:
         return {"local": self.make_local_backend, "docker": self.make_docker_backend,
@@ -213,8 +228,9 @@ class SparkApplianceApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         self.store = Store(self.data_dir)
-        server = self.serverapp
-        owner = f"{socket.gethostname()}:{server.port if server else 0}"
+        # Stable across restarts (a new port is the same server) and distinct for two servers
+        # on one machine or one engine (another user, another data dir).
+        owner = f"{getpass.getuser()}@{socket.gethostname()}:{Path(self.data_dir).resolve()}"
         self.manager = ApplianceManager(
             self.store,
             self.backend_factories(),
@@ -233,9 +249,15 @@ class SparkApplianceApp(ExtensionApp):
     def initialize_handlers(self) -> None:
         self.handlers.extend(default_handlers())
 
+    _cds_task: asyncio.Future[None] | None = None
+    _cds_reaper: Reaper | None = None
+
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await self.manager.ensure_started()
         if self.class_data_sharing and self.prepare_cds:
+            # The recording's throwaway JVMs are in no record: the reaper stops them when
+            # the server stops (stop_extension) or dies.
+            self._cds_reaper = Reaper()
             self._cds_task = asyncio.ensure_future(self._prepare_cds())
 
     async def _prepare_cds(self) -> None:
@@ -246,7 +268,8 @@ class SparkApplianceApp(ExtensionApp):
         cds = ClassDataSharing(Path(self.cds_dir))
         try:
             recorded = await asyncio.to_thread(record_archives, cds, spark_home, self.daemon_java_opts,
-                                               Path(self.cds_dir) / "recording", sys.executable)
+                                               Path(self.cds_dir) / "recording", sys.executable,
+                                               watch=self._cds_reaper.watch if self._cds_reaper else None)
         except Exception as e:  # noqa: BLE001 - an optimisation: log and carry on without it
             self.log.warning("Could not record class-data-sharing archives: %s", e)
             return
@@ -254,6 +277,10 @@ class SparkApplianceApp(ExtensionApp):
             self.log.info("Recorded class-data-sharing archives for %s in %s", ", ".join(recorded), self.cds_dir)
 
     async def stop_extension(self) -> None:
+        if self._cds_task is not None:
+            self._cds_task.cancel()  # the thread goes on: the reaper stops its JVMs
+        if self._cds_reaper is not None:
+            await asyncio.to_thread(self._cds_reaper.close)
         await self.manager.shutdown()
 
 
@@ -268,8 +295,12 @@ def main(argv: list[str] | None = None) -> None:
     """
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["build-image"]:
-        from .image import main as build_image
+        from .spark.image import main as build_image
 
         build_image(args[1:])
+    elif args[:1] == ["push-images"]:
+        from .backends.swarm import main as swarm_main
+
+        swarm_main(args)
     else:
         launch_new_instance(args)

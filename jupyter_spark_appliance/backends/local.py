@@ -33,6 +33,7 @@ from ..spark.logwatch import LogWatcher
 from ..spark.ports import allocate_port, release_port
 from ..spark.probes import health_check_passes, ports_accept
 from ..spark.processes import stop_group
+from ..spark.reaper import Reaper
 from ..spark.roles import DEFAULT_ROLE_PATTERNS, LaunchContext, ProbeContext, Role, role_by_pattern, worker_cores
 from ..spec import Appliance, Container, Problem
 from ..state import Endpoint
@@ -62,6 +63,7 @@ class LocalConfig:
     python: str = sys.executable
     extra_env: Mapping[str, str] = field(default_factory=dict)
     env_allow: tuple[str, ...] = ()  # names (fnmatch patterns) children inherit besides child_env.BASE_ALLOW
+    reap_with_server: bool = True  # stop_on_shutdown: processes die with the server, even on SIGKILL
     cds_dir: Path | None = None  # class-data-sharing archives; None = off
 
 
@@ -75,6 +77,8 @@ class LocalBackend(Backend):
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._logs = LogWatcher()
         self._cds = ClassDataSharing(config.cds_dir or Path(), enabled=config.cds_dir is not None)
+        self._reaper = Reaper(config.python) if config.reap_with_server else None
+        self._watched: set[int] = set()
 
     # ------------------------------------------------------------------ checks
 
@@ -160,6 +164,7 @@ class LocalBackend(Backend):
             started = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             started = time.time()
+        self._watch(proc.pid, started)
         ready_line = role.ready_line.decode() if role.ready_line and not self.config.livy_home else ""
         handle = ProcessHandle(ports=ports, peer_host=self.config.connect_host, pid=proc.pid, create_time=started,
                                log=str(log_path), ready_line=ready_line, cds=cds_facts)
@@ -238,7 +243,13 @@ class LocalBackend(Backend):
             return Exit("its process is gone")
         except psutil.Error as e:
             return Exit(f"its process cannot be inspected: {e}")
+        self._watch(handle.pid, handle.create_time)  # re-adopted: it dies with this server now
         return None
+
+    def _watch(self, pid: int, create_time: float) -> None:
+        if self._reaper is not None and pid not in self._watched:
+            self._reaper.watch(pid, create_time)  # its own session: the group id is its pid
+            self._watched.add(pid)
 
     async def stop(self, handle: Handle) -> None:
         assert isinstance(handle, ProcessHandle)
@@ -247,6 +258,9 @@ class LocalBackend(Backend):
                 await asyncio.to_thread(stop_group, handle.pid, self._children.get(handle.pid))
         finally:
             self._children.pop(handle.pid, None)
+            if self._reaper is not None and handle.pid in self._watched:
+                self._watched.discard(handle.pid)
+                self._reaper.forget(handle.pid)
             for port in handle.ports.values():
                 release_port(port)
             ClassDataSharing.finish(handle.cds)
@@ -257,6 +271,10 @@ class LocalBackend(Backend):
 
     async def shutdown(self) -> None:
         self._children.clear()
+        if self._reaper is not None:
+            # A server that stops on purpose stopped its appliances (or keeps them, with
+            # stop_on_shutdown off, and then there is no reaper): nothing left to reap.
+            await asyncio.to_thread(self._reaper.close)
 
 
 def _describe_exit(code: int) -> str:

@@ -12,7 +12,10 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from .cds import APP_ROLES, DAEMON_ROLES, ClassDataSharing
 from .processes import group_alive
@@ -41,12 +44,15 @@ spark.stop()
 
 
 def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, workdir: Path,
-                    python: str | None = None, timeout: float = 180.0) -> list[str]:
+                    python: str | None = None, timeout: float = 180.0,
+                    watch: Callable[[int, float], None] | None = None) -> list[str]:
     """Record the missing archives with throwaway JVMs at nice 19; returns the roles recorded.
 
     A master and a worker record theirs; with ``python`` (an interpreter with
     pyspark), a small PySpark application on them also records the driver's and
-    its executor's. A user launch meanwhile is not slowed: it finds the roles
+    its executor's. ``watch(pid, create_time)`` hears of every process it starts
+    (the server's reaper: they are in no record, and must not outlive the server).
+    A user launch meanwhile is not slowed: it finds the roles
     locked and starts without CDS, and the niced JVMs yield the CPU to it.
     """
     roles = DAEMON_ROLES + (APP_ROLES if python else ())
@@ -59,12 +65,14 @@ def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, wor
         env = {"SPARK_HOME": str(spark_home)}
         cluster = new_cluster(workdir)
         master = start_master(cluster, f"{java_opts} {plans['spark-master'][0]}".strip(), env, nice=19)
+        _watched(watch, master.pid)
         wait_for(cluster, "master.log", SPARK_MASTER.ready_line or b"", master, timeout)
         worker = start_worker(cluster, 0, 1, 1024, f"{java_opts} {plans['spark-worker'][0]}".strip(), env, nice=19)
+        _watched(watch, worker.pid)
         wait_for(cluster, "worker-0.log", SPARK_WORKER.ready_line or b"", worker, timeout)
         if python and any(role in recording for role in APP_ROLES):
             _run_app(python, cluster.master_url, plans["spark-driver"][0], plans["spark-executor"][0],
-                     base_env(env), workdir, timeout)
+                     base_env(env), workdir, timeout, watch)
         return recording
     finally:
         # Worker (with its executors) first, then master; each archive is written as its JVM exits.
@@ -74,14 +82,24 @@ def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, wor
             ClassDataSharing.finish(facts)
 
 
+def _watched(watch: Callable[[int, float], None] | None, pid: int) -> None:
+    if watch is None:
+        return
+    try:
+        watch(pid, psutil.Process(pid).create_time())
+    except psutil.Error:
+        pass  # already gone: nothing to reap
+
+
 def _run_app(python: str, master_url: str, driver_opts: str, executor_opts: str, env: dict[str, str],
-             workdir: Path, timeout: float) -> None:
+             workdir: Path, timeout: float, watch: Callable[[int, float], None] | None = None) -> None:
     log = workdir / "spark-driver.log"
     with open(log, "wb") as out:
         app = subprocess.Popen([python, "-c", RECORDING_APP, master_url, driver_opts, executor_opts], env=env,
                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                start_new_session=True)
     _lowest_priority(app.pid)
+    _watched(watch, app.pid)
     try:
         if app.wait(timeout) != 0:
             raise RuntimeError(f"the recording application failed; see {log}")

@@ -1,0 +1,171 @@
+"""The extension in real Jupyter server processes: its own start-up path, a real restart, a SIGKILL.
+
+Each test starts ``jupyter server`` as a separate process with the extension
+enabled the way an install enables it (the shipped jupyter_server_config.d),
+talks to it over HTTP with its token, and stops or kills it for real, which an
+in-process pytest-jupyter server cannot do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jupyter_spark_appliance.spark.child_env import child_environment
+from jupyter_spark_appliance.spark.standalone import alive_workers
+
+pytestmark = pytest.mark.spark
+
+MASTER_ONLY = {"containers": [
+    {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},
+     "ports": [{"container_port": 8080}, {"container_port": 7077}]}]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One ``jupyter server`` process with the extension, in its own Jupyter dirs."""
+
+    def __init__(self, root: Path, data_dir: Path, *options: str):
+        self.port, self.token = free_port(), "t0k3n-" + os.urandom(8).hex()
+        self.url = f"http://127.0.0.1:{self.port}/spark-appliance"
+        env = {**child_environment(), "JUPYTER_CONFIG_DIR": str(root / "config"),
+               "JUPYTER_DATA_DIR": str(root / "data"), "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+               "SPARKMAGIC_CONF_DIR": str(root / "sparkmagic")}
+        self.log = open(root / f"server-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+             f"--port={self.port}", f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
+             f"--SparkApplianceApp.data_dir={data_dir}", "--SparkApplianceApp.prepare_cds=False", *options],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if self.call("GET", "appliance")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.tail()
+            time.sleep(0.3)
+
+    def tail(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-4000:]
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
+        req = urllib.request.Request(f"{self.url}/{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"token {self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def wait(self, app_id: str, predicate, what: str, timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        model: dict = {}
+        while time.monotonic() < deadline:
+            code, model = self.call("GET", f"appliance/{app_id}")
+            if code == 200 and predicate(model):
+                return model
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting for {what}: {json.dumps(model)[:2000]}\n{self.tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def pids(data_dir: Path, app_id: str) -> list[int]:
+    record = json.loads((data_dir / app_id / "record.json").read_text())
+    return [i["handle"]["pid"] for insts in record["instances"].values() for i in insts if i.get("handle")]
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pid_list: list[int], timeout: float = 60) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pid_list if not gone(p)]
+        if not left:
+            return []
+        time.sleep(0.3)
+    return [p for p in pid_list if not gone(p)]
+
+
+def running(model: dict) -> bool:
+    return model["state"] in ("running", "failed")
+
+
+def test_a_sigkilled_server_takes_its_appliances_with_it(tmp_path):
+    """stop_on_shutdown (the default): even a SIGKILL of the server leaves no JVM behind."""
+    server = Server(tmp_path, tmp_path / "appliances")
+    try:
+        assert server.call("POST", "appliance", {"id": "doomed", **MASTER_ONLY})[0] == 201
+        model = server.wait("doomed", running, "the master")
+        assert model["state"] == "running", model["reason"]
+        started = pids(tmp_path / "appliances", "doomed")
+        assert started and not any(gone(p) for p in started)
+        server.stop(signal.SIGKILL)
+        assert wait_gone(started) == [], [psutil.Process(p).cmdline() for p in started if not gone(p)]
+    finally:
+        server.stop()
+
+
+def test_a_new_server_process_readopts_scales_and_deletes(tmp_path):
+    """stop_on_shutdown=False: the appliance outlives its server; the next server process takes it over."""
+    data = tmp_path / "appliances"
+    first = Server(tmp_path, data, "--SparkApplianceApp.stop_on_shutdown=False")
+    try:
+        code, body = first.call("POST", "appliance", {"template": "spark-livy", "id": "kept", "workers": 1})
+        assert code == 201, body
+        model = first.wait("kept", running, "the launch")
+        assert model["state"] == "running", model["reason"]
+        assert alive_workers(model["links"]["spark-ui"]) == 1
+    finally:
+        first.stop()
+    survivors = pids(data, "kept")
+    assert len(survivors) == sum(c["instances"] for c in model["containers"])  # one process per instance
+    assert not any(gone(p) for p in survivors)  # they outlived their server
+
+    second = Server(tmp_path, data)
+    try:
+        model = second.wait("kept", lambda m: m["state"] == "running", "re-adoption")
+        assert pids(data, "kept") == survivors  # the same processes, not new ones
+        code, body = second.call("PATCH", "appliance/kept/container/spark-worker", {"instances": 2})
+        assert code == 202 and next(c for c in body["containers"] if c["id"] == "spark-worker")["instances"] == 2
+        second.wait("kept", lambda m: m["state"] == "running" and alive_workers(m["links"]["spark-ui"]) == 2,
+                    "two ALIVE workers")
+        everything = pids(data, "kept")
+        assert second.call("DELETE", "appliance/kept")[0] == 204
+        assert wait_gone(everything) == []
+        assert second.call("GET", "appliance")[1] == {"appliances": []}
+    finally:
+        second.stop()
