@@ -19,9 +19,11 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.iostream import StreamClosedError
 
+from . import ui
 from .backends.base import BackendUnavailable
 from .graph_view import render_graph_page
 from .manager import ApplianceManager, Conflict, StorageError
+from .proxy import proxy_handlers
 from .spec import SpecError, decode_document
 
 AUTH_RESOURCE = "spark-appliance"
@@ -33,6 +35,7 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
     auth_resource = AUTH_RESOURCE
 
     async def prepare(self) -> None:
+        ui.configure(self.base_url)  # templates and models name UI paths under this server's URL (ui.py)
         await super().prepare()
         await self.manager.ensure_started()
 
@@ -228,4 +231,5 @@ def default_handlers(prefix: str = "spark-appliance") -> list[tuple[str, type]]:
         (rf"{prefix}/appliance/{ID}/ui/?", GraphHandler),
         (rf"{prefix}/templates/?", TemplatesHandler),
         (rf"{prefix}/openapi.json", OpenAPIHandler),
+        *proxy_handlers(prefix, ID),
     ]

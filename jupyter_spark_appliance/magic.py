@@ -22,6 +22,18 @@ class UsageError(Exception):
     pass
 
 
+def connect_url(model: dict[str, Any]) -> str | None:
+    """``sc://localhost:PORT`` of the appliance's running Spark Connect server (no token: it is a secret)."""
+    for c in model["containers"]:
+        for inst in c["instance_states"]:
+            if inst["state"] != "running":
+                continue
+            for e in inst["endpoints"]:
+                if e.get("url", "").startswith("sc://"):
+                    return e["url"]
+    return None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse would sys.exit()
         raise UsageError(message)
@@ -38,6 +50,7 @@ def build_parser() -> _Parser:
     up.add_argument("--template", default="spark-livy")
     up.add_argument("--id", default=None)
     up.add_argument("--no-wait", action="store_true")
+    up.add_argument("--connect", action="store_true", help="then make `spark`, a Spark Connect session on it")
     for name, text in (("status", "show states, endpoints and a worker slider"),
                        ("down", "stop and remove the appliance"),
                        ("endpoints", "list endpoints")):
@@ -56,17 +69,23 @@ def build_parser() -> _Parser:
     session.add_argument("--id", default=None)
     session.add_argument("--name", default="spark", help="the variable to bind (default: spark)")
     session.add_argument("--executor-memory", default="512m")
+    connect = sub.add_parser("connect", help="make `spark`: a Spark Connect session on the appliance's "
+                                            "Connect server, with its token", add_help=False)
+    connect.add_argument("--id", default=None)
+    connect.add_argument("--name", default="spark", help="the variable to bind (default: spark)")
     sub.add_parser("help", help="this text", add_help=False)
     return p
 
 
 HELP = """%spark_appliance up [--workers N] [--backend local|docker|swarm] [--template T] [--id ID] [--no-wait]
+                     [--connect]
 %spark_appliance status [--id ID]
 %spark_appliance scale N [--container ID] [--id ID]
 %spark_appliance down [--id ID]
 %spark_appliance logs CONTAINER [--tail N] [--id ID]
 %spark_appliance endpoints [--id ID]
 %spark_appliance session [--id ID] [--name spark] [--executor-memory 512m]
+%spark_appliance connect [--id ID] [--name spark]   (Spark Connect; pip install 'jupyter-spark-appliance[connect]')
 %spark_appliance help
 %%spark_appliance up [--backend ...]   (the cell body is an appliance JSON document)"""
 
@@ -134,6 +153,8 @@ class SparkApplianceMagics(Magics):
             model = self._wait(app_id)
             if model["state"] == "running":
                 self._print_livy(app_id, model)
+                if args.connect:
+                    self._connect(argparse.Namespace(id=app_id, name="spark"), None)
             else:
                 print(f"{app_id} {model['state']}: {model.get('reason') or ''}", file=sys.stderr)
         return self._view(app_id)
@@ -176,6 +197,32 @@ class SparkApplianceMagics(Magics):
             builder = builder.config(key, value)  # in the JVM's SparkConf, never on a command line
         self.shell.user_ns[args.name] = spark = builder.getOrCreate()
         print(f"`{args.name}` is a SparkSession on {creds['master']} (Spark {spark.version})")
+        return None
+
+    def _connect(self, args: argparse.Namespace, cell: str | None) -> Any:
+        """A Spark Connect session of this kernel on the appliance's Connect server, with its token.
+
+        The token is the appliance's secret (the credentials route); it goes into
+        the client's URL only, never into the output. With a token the client
+        uses TLS unless the host is literally ``localhost`` (the model's URL is).
+        """
+        app_id = self._id(args)
+        model = self.client.get(app_id)
+        url = connect_url(model)
+        if url is None:
+            raise ApplianceError(f"{app_id} has no running Spark Connect server (the spark-livy template starts "
+                                 "one unless launched with connect false)")
+        creds = self.client.credentials(app_id)
+        token = creds["spark"]["conf"].get("spark.authenticate.secret") or creds["livy"]["password"]
+        try:
+            from pyspark.sql import SparkSession
+
+            builder = SparkSession.builder.remote(f"{url}/;token={token}" if token else url)
+            self.shell.user_ns[args.name] = spark = builder.getOrCreate()
+        except ImportError as e:
+            raise ApplianceError(f"this kernel lacks Spark Connect's client ({e}): "
+                                 "pip install 'jupyter-spark-appliance[connect]'") from None
+        print(f"`{args.name}` is a Spark Connect session on {url} (Spark {spark.version})")
         return None
 
     def _wait(self, app_id: str) -> dict[str, Any]:

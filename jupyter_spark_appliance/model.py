@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import ui
 from .plan import start_order
-from .spark.roles import link_labels
+from .spark.roles import link_labels, link_schemes
 from .state import ApplianceRecord, Endpoint
 
 # Endpoints that browsers open: named ports get a URL in "links".
 HTTP_PORT_NAMES = link_labels()
+SCHEMES = link_schemes()
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def endpoint_model(ep: Endpoint) -> dict[str, Any]:
@@ -21,26 +24,57 @@ def endpoint_model(ep: Endpoint) -> dict[str, Any]:
         "protocol": ep.protocol, "name": ep.name,
     }
     if ep.name in HTTP_PORT_NAMES:
-        out["url"] = f"http://{ep.host}:{ep.host_port}"
+        scheme = SCHEMES.get(ep.name or "", "http")
+        # A Spark Connect client with a token uses TLS unless the host is literally "localhost".
+        host = "localhost" if scheme == "sc" and ep.host in LOOPBACK else ep.host
+        out["url"] = f"{scheme}://{host}:{ep.host_port}"
     return out
+
+
+def _proxied(record: ApplianceRecord) -> bool:
+    """Whether the appliance's Spark runs with its reverse proxy at our route (its links then work)."""
+    prefix = ui.spark_ui_prefix(record.id)
+    return ui.usable_prefix(prefix) and any(
+        c.env.get(ui.UI_PREFIX_ENV, "").rstrip("/") == prefix
+        for c in record.appliance.containers if record.roles.get(c.id) == "spark-master")
+
+
+def ui_path(record: ApplianceRecord, role: str | None, ep: Endpoint, index: int, proxied: bool) -> str | None:
+    """The browser's URL of an endpoint, through the Jupyter server's proxy (ui.py), if it has one."""
+    root = ui.appliance_path(record.id)
+    if role == "livy" and ep.container_port == 8998:
+        return root + "livy/"
+    if proxied and role == "spark-master" and ep.container_port == 8080:
+        return root + "sparkui/"
+    if proxied and role == "spark-worker" and ep.container_port == 8081:
+        return root + f"workerui/{index}/"
+    return None
 
 
 def make_appliance_model(record: ApplianceRecord) -> dict[str, Any]:
     containers = []
     links: dict[str, str] = {}
+    uis: dict[str, str] = {}
+    proxied = _proxied(record)
     order = start_order(record.appliance)
     for cid in order:
         c = record.appliance.container(cid)
         assert c is not None
         instances = record.instances[cid]
+        role = record.roles.get(cid)
         endpoints = []
         for inst in instances:
             for ep in inst.endpoints:
                 model = endpoint_model(ep)
                 model["instance"] = inst.index
+                path = ui_path(record, role, ep, inst.index, proxied)
+                if path:
+                    model["ui"] = path
                 endpoints.append(model)
                 if "url" in model and inst.state == "running":
                     links.setdefault(ep.name or "", model["url"])
+                if path and inst.state == "running":
+                    uis.setdefault(ep.name or "", path)
         containers.append({
             "id": c.id,
             "type": c.type,
@@ -69,6 +103,7 @@ def make_appliance_model(record: ApplianceRecord) -> dict[str, Any]:
         "template": record.template,
         "containers": containers,
         "links": links,
+        "ui": uis,
         "warnings": list(record.appliance.warnings),
         "sparkmagic": record.sparkmagic.to_json() if record.sparkmagic else None,
     }

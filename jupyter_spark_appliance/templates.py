@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .spark.roles import ROLES
+from . import ui
+from .spark.roles import CONNECT_PORT, ROLES
 from .spec import ID_PATTERN, MAX_INSTANCES, Problem, SpecError
 
 DEFAULT_IMAGES = {name: role.image for name, role in ROLES.items()}
@@ -86,6 +87,9 @@ def _check_parameter(p: Parameter, value: Any) -> Problem | None:
             return Problem(p.name, f"must be at least {p.minimum:g}, not {value}")
         if p.maximum is not None and value > p.maximum:
             return Problem(p.name, f"must be at most {p.maximum:g}, not {value}")
+    elif p.type == "boolean":
+        if not isinstance(value, bool):
+            return Problem(p.name, "must be true or false")
     elif p.type == "string":
         if not isinstance(value, str):
             return Problem(p.name, "must be a string")
@@ -117,7 +121,9 @@ def _java_opts(conf: Mapping[str, str]) -> str:
 def _spark_livy(v: dict[str, Any]) -> dict[str, Any]:
     images = {**DEFAULT_IMAGES, **v["images"]}
     daemon_opts = _java_opts({**DEFAULT_SPARK_CONF, **v["spark_conf"]})
-    return {
+    # Every UI is served under the Jupyter server's URL (ui.py): the roles set Spark's reverse proxy to it.
+    prefix = {ui.UI_PREFIX_ENV: ui.spark_ui_prefix(v["id"])}
+    doc: dict[str, Any] = {
         "id": v["id"],
         "containers": [
             {
@@ -128,6 +134,7 @@ def _spark_livy(v: dict[str, Any]) -> dict[str, Any]:
                 "network_mode": "container",
                 "ports": [{"container_port": 8998, "name": "livy"}],
                 "args": ["spark://@spark-master:7077", "http://@spark-master:8080"],
+                "env": dict(prefix),
                 "dependencies": ["spark-master"],
             },
             {
@@ -140,7 +147,7 @@ def _spark_livy(v: dict[str, Any]) -> dict[str, Any]:
                     {"container_port": 8080, "name": "spark-ui"},
                     {"container_port": 7077, "name": "spark"},
                 ],
-                "env": {"SPARK_MASTER_OPTS": daemon_opts},
+                "env": {"SPARK_MASTER_OPTS": daemon_opts, **prefix},
             },
             {
                 "id": "spark-worker",
@@ -150,16 +157,30 @@ def _spark_livy(v: dict[str, Any]) -> dict[str, Any]:
                 "resources": {"cpus": v["worker_cores"], "mem": v["worker_memory"]},
                 "network_mode": "container",
                 "args": ["@spark-master:7077"],
-                "env": {"SPARK_WORKER_OPTS": daemon_opts},
+                "env": {"SPARK_WORKER_OPTS": daemon_opts, **prefix},
                 "dependencies": ["spark-master"],
             },
         ],
     }
+    if v["connect"]:
+        doc["containers"].append({
+            "id": "spark-connect",
+            "type": "service",
+            "image": images["spark-connect"],
+            "resources": {"cpus": 1, "mem": v["connect_memory"]},
+            "network_mode": "container",
+            "ports": [{"container_port": CONNECT_PORT, "name": "connect"}],
+            "args": ["spark://@spark-master:7077"],
+            "env": dict(prefix),
+            "dependencies": ["spark-master"],
+        })
+    return doc
 
 
 SPARK_LIVY = Template(
     name="spark-livy",
-    description="A Spark standalone master, N workers and a Livy endpoint (PIVOT's spark-livy appliance).",
+    description="A Spark standalone master, N workers, a Livy endpoint (PIVOT's spark-livy appliance) "
+                "and a Spark Connect server.",
     parameters=(
         Parameter("id", "string", "spark-livy", "Appliance id"),
         Parameter("workers", "integer", 1, "Number of Spark workers", minimum=0, maximum=MAX_INSTANCES),
@@ -167,7 +188,10 @@ SPARK_LIVY = Template(
         Parameter("worker_memory", "integer", 1024, "Memory each worker offers (MB)", minimum=256),
         Parameter("master_memory", "integer", 1024, "Memory of the master (MB)", minimum=128),
         Parameter("livy_memory", "integer", 2048, "Memory of the Livy endpoint (MB)", minimum=256),
-        Parameter("images", "object", {}, "Images by role: spark-master, spark-worker, livy"),
+        Parameter("connect", "boolean", True, "Spark Connect server (sc://localhost:PORT, with a token)"),
+        Parameter("connect_memory", "integer", 1024, "Memory of the Spark Connect server's driver (MB)",
+                  minimum=512),
+        Parameter("images", "object", {}, "Images by role: spark-master, spark-worker, livy, spark-connect"),
         Parameter("spark_conf", "object", {}, "Spark settings for master and workers"),
     ),
     build=_spark_livy,

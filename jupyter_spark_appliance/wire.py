@@ -64,8 +64,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "description": "Any 4xx/5xx body (jupyter_server's shape; 400s add every problem)."},
     "Endpoint": obj({
         "host": STRING, "host_port": INTEGER, "container_port": INTEGER, "protocol": STRING,
-        "name": nullable(STRING), "url": STRING, "instance": INTEGER},
-        optional=("url", "instance"), description="Where a declared container port is reachable."),
+        "name": nullable(STRING), "url": STRING, "instance": INTEGER,
+        "ui": {"type": "string", "description": "the browser's URL (a path on the Jupyter server, through its "
+                                                "authenticated proxy), for UIs and Livy"}},
+        optional=("url", "instance", "ui"), description="Where a declared container port is reachable."),
     "InstanceState": obj({
         "index": INTEGER, "name": STRING, "state": ref("State"), "reason": nullable(STRING),
         "restarts": INTEGER, "last_reason": nullable(STRING),
@@ -87,13 +89,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "Appliance": obj({
         "id": STRING, "state": ref("State"), "backend": STRING, "reason": nullable(STRING),
         "created": NUMBER, "template": nullable({"type": "object"}),
-        "containers": array(ref("Container")), "links": STRINGS, "warnings": array(STRING),
+        "containers": array(ref("Container")), "links": STRINGS,
+        "ui": {**STRINGS, "description": "endpoint name -> the browser's URL through the Jupyter server "
+                                         "(spark-ui, livy, worker-ui); links are the raw host:port ones"},
+        "warnings": array(STRING),
         "sparkmagic": nullable(ref("SparkmagicStatus"))}),
     "ApplianceList": obj({"appliances": array(ref("Appliance"))}),
     "InstanceLogs": obj({"index": INTEGER, "name": STRING, "state": ref("State"), "lines": array(STRING)}),
     "Logs": obj({"appliance": STRING, "container": STRING, "instances": array(ref("InstanceLogs"))}),
     "Parameter": obj({
-        "type": {"type": "string", "enum": ["string", "integer", "number", "object"]},
+        "type": {"type": "string", "enum": ["string", "integer", "number", "boolean", "object"]},
         "default": {}, "description": STRING, "minimum": NUMBER, "maximum": NUMBER},
         optional=("minimum", "maximum"),
         description="A template parameter; default already includes the server's template_defaults."),
@@ -109,6 +114,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                      "auth": {"type": "string", "enum": ["Basic_Access", "None"]}}),
         "spark": obj({"master": nullable(STRING), "conf": STRINGS})},
         description="How to log in to the appliance's Livy gateway (HTTP Basic) and master (spark.authenticate)."),
+    "Progress": obj({
+        "tasks": INTEGER, "done": INTEGER, "active": INTEGER, "failed": INTEGER,
+        "progress": {"type": "number", "minimum": 0, "maximum": 1, "description": "done / tasks (0 when none)"}}),
+    "SparkStage": obj({"id": INTEGER, "attempt": INTEGER, "name": STRING, "status": STRING,
+                       "progress": ref("Progress")}),
+    "SparkJob": obj({"id": INTEGER, "name": STRING, "status": STRING, "progress": ref("Progress"),
+                     "stages": array(ref("SparkStage"))},
+                    description="A job of an application: RUNNING ones, then the latest finished ones."),
+    "SparkApplication": obj({
+        "id": STRING, "name": STRING, "state": STRING, "cores": INTEGER,
+        "ui": nullable({"type": "string", "description": "its UI through the Jupyter server"}),
+        "jobs": array(ref("SparkJob")), "error": nullable(STRING)}),
+    "Applications": obj({"appliance": STRING, "applications": array(ref("SparkApplication")),
+                         "error": nullable(STRING)},
+                        description="The running applications of the appliance's master, with their jobs' progress."),
     "ScaleRequest": obj({"instances": {"type": "integer", "minimum": 0, "maximum": MAX_INSTANCES}}),
 }
 

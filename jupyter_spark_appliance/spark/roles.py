@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from .probes import livy_answers, master_alive, worker_alive
+from ..ui import UI_PREFIX_ENV, usable_prefix
+from .probes import livy_answers, master_alive, ports_accept, worker_alive
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -32,6 +33,7 @@ class RolePort:
     container_port: int
     name: str  # the endpoint's name in the model ("spark-ui", "livy", ...)
     link: str | None = None  # a label when browsers open it: it then gets a URL in "links"
+    scheme: str = "http"  # the scheme of that URL ("sc": a Spark Connect client's)
 
 
 @dataclass(frozen=True)
@@ -124,9 +126,27 @@ def _authenticated(ctx: LaunchContext, opts_var: str, extra: str = "") -> dict[s
     return env
 
 
+def reverse_proxy_conf(ctx: LaunchContext) -> dict[str, str]:
+    """Spark's reverse-proxy settings, when the appliance's UI is served under a path (ui.py).
+
+    Master, workers and applications all get the same prefix: links then carry
+    it, and the master proxies workers' and applications' UIs under it.
+    """
+    prefix = ctx.env.get(UI_PREFIX_ENV, "").rstrip("/")
+    if not prefix or not usable_prefix(prefix):
+        return {}
+    return {"spark.ui.reverseProxy": "true", "spark.ui.reverseProxyUrl": prefix}
+
+
+def _reverse_proxy_opts(ctx: LaunchContext) -> str:
+    # The prefix is a path of [A-Za-z0-9/_-] (base_url and the appliance id): no quoting needed.
+    return " ".join(f"-D{k}={v}" for k, v in reverse_proxy_conf(ctx).items())
+
+
 def _master(ctx: LaunchContext) -> Command:
     daemon_mb = max(128, ctx.memory_mb - 128) if ctx.contained else ctx.memory_mb
-    env = {**_authenticated(ctx, "SPARK_MASTER_OPTS", "-Dspark.master.rest.enabled=false"),
+    extra = f"-Dspark.master.rest.enabled=false {_reverse_proxy_opts(ctx)}".strip()
+    env = {**_authenticated(ctx, "SPARK_MASTER_OPTS", extra),
            "SPARK_DAEMON_MEMORY": f"{daemon_mb}m", "SPARK_DAEMON_JAVA_OPTS": ctx.daemon_java_opts}
     argv = [_spark_class(ctx), MASTER_CLASS, "--host", ctx.advertise_host,
             "--port", str(ctx.ports[7077]), "--webui-port", str(ctx.ports[8080])]
@@ -138,7 +158,7 @@ def _worker(ctx: LaunchContext) -> Command:
         raise ValueError("spark-worker needs the master's address as its first argument, e.g. [\"@spark-master:7077\"]")
     # In a container the limit also holds the worker daemon: offer executors the rest.
     offered = max(256, ctx.memory_mb - 384) if ctx.contained else ctx.memory_mb
-    env = {**_authenticated(ctx, "SPARK_WORKER_OPTS"),
+    env = {**_authenticated(ctx, "SPARK_WORKER_OPTS", _reverse_proxy_opts(ctx)),
            "SPARK_DAEMON_MEMORY": "256m", "SPARK_DAEMON_JAVA_OPTS": ctx.daemon_java_opts}
     argv = [_spark_class(ctx), WORKER_CLASS, master_url(ctx.args[0]),
             "--host", ctx.advertise_host, "--port", str(ctx.ports[7078]), "--webui-port", str(ctx.ports[8081]),
@@ -167,8 +187,52 @@ def _livy(ctx: LaunchContext) -> Command:
     if ctx.contained:
         # Executors on other containers connect back to the driver by this name.
         argv += ["--conf", f"spark.driver.host={ctx.advertise_host}", "--conf", "spark.driver.bindAddress=0.0.0.0"]
+    for key, value in reverse_proxy_conf(ctx).items():  # its drivers' UIs, through the master's proxy
+        argv += ["--conf", f"{key}={value}"]
     if ctx.cds_dir is not None:
         argv += ["--cds-dir", str(ctx.cds_dir)]
+    return Command(argv, env)
+
+
+CONNECT_PORT = 15002
+
+
+def _connect(ctx: LaunchContext) -> Command:
+    """A Spark Connect server: an application of the appliance's master that clients reach with gRPC.
+
+    Its configuration, with the token and Spark's RPC secret, goes into a 0600
+    properties file that connect_server.py writes (never argv). Executors come
+    and go with dynamic allocation, so an idle server holds no cores.
+    """
+    if not ctx.args:
+        raise ValueError("spark-connect needs the master's address as its first argument, "
+                         "e.g. [\"spark://@spark-master:7077\"]")
+    driver_mb = max(256, ctx.memory_mb - 384) if ctx.contained else ctx.memory_mb
+    conf = {
+        "spark.connect.grpc.binding.address": ctx.bind_host,
+        "spark.connect.grpc.binding.port": str(ctx.ports[CONNECT_PORT]),
+        "spark.driver.memory": f"{driver_mb}m",
+        "spark.driver.host": ctx.advertise_host,
+        "spark.driver.bindAddress": "0.0.0.0" if ctx.contained else ctx.bind_host,
+        "spark.executor.memory": "512m",
+        "spark.executor.cores": "1",
+        "spark.dynamicAllocation.enabled": "true",
+        "spark.dynamicAllocation.shuffleTracking.enabled": "true",
+        "spark.dynamicAllocation.minExecutors": "0",
+        "spark.dynamicAllocation.executorIdleTimeout": "20s",
+        "spark.dynamicAllocation.shuffleTracking.timeout": "30s",
+        "spark.ui.showConsoleProgress": "false",
+        **reverse_proxy_conf(ctx),
+    }
+    argv = [ctx.python, "-m", "jupyter_spark_appliance.spark.connect_server", "--spark-home", str(ctx.spark_home),
+            "--master", master_url(ctx.args[0]), "--properties-file", str(ctx.work_dir / "connect.properties")]
+    for key, value in conf.items():
+        argv += ["--conf", f"{key}={value}"]
+    env: dict[str, str] = {}
+    if ctx.secret_file is not None:
+        env["JSA_SPARK_AUTH_SECRET_FILE"] = str(ctx.secret_file)
+    elif ctx.secret:
+        env["JSA_CONNECT_SECRET"] = ctx.secret  # the wrapper takes it out of its environment
     return Command(argv, env)
 
 
@@ -193,6 +257,10 @@ async def _livy_ready(p: ProbeContext) -> bool:
     return await livy_answers(f"http://{p.host}:{p.ports[8998]}")
 
 
+async def _connect_ready(p: ProbeContext) -> bool:
+    return await ports_accept(p.host, [p.ports[CONNECT_PORT]])
+
+
 SPARK_MASTER = Role(
     name="spark-master", title="Spark master",
     ports=(RolePort(7077, "spark"), RolePort(8080, "spark-ui", "Spark master UI")),
@@ -211,13 +279,21 @@ LIVY = Role(
     needs_master=True, restart_with_master=True,
 )
 
-ROLES: dict[str, Role] = {r.name: r for r in (SPARK_MASTER, SPARK_WORKER, LIVY)}
+SPARK_CONNECT = Role(
+    name="spark-connect", title="Spark Connect",
+    ports=(RolePort(CONNECT_PORT, "connect", "Spark Connect", scheme="sc"),),
+    command=_connect, probe=_connect_ready, probe_port=CONNECT_PORT,
+    ready_line=b"Spark Connect server started at", needs_master=True, restart_with_master=True,
+)
+
+ROLES: dict[str, Role] = {r.name: r for r in (SPARK_MASTER, SPARK_WORKER, LIVY, SPARK_CONNECT)}
 
 #: Regular expression (matched against a container's image, then its id) -> role; first match wins.
 DEFAULT_ROLE_PATTERNS: dict[str, str] = {
     r"spark-master": "spark-master",
     r"spark(-r)?-worker": "spark-worker",
     r"livy": "livy",
+    r"spark-connect": "spark-connect",
 }
 
 
@@ -242,3 +318,8 @@ def port_name(role: Role | None, container_port: int) -> str | None:
 def link_labels() -> dict[str, str]:
     """Endpoint name -> label, for every port a browser opens (the model's links)."""
     return {p.name: p.link for r in ROLES.values() for p in r.ports if p.link}
+
+
+def link_schemes() -> dict[str, str]:
+    """Endpoint name -> the scheme of its URL in the model (http, or sc for Spark Connect)."""
+    return {p.name: p.scheme for r in ROLES.values() for p in r.ports if p.link}

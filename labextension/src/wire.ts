@@ -27,6 +27,7 @@ export interface Endpoint {
   name: string | null;
   url?: string;
   instance?: number;
+  ui?: string;
 }
 
 export interface InstanceState {
@@ -78,6 +79,7 @@ export interface Appliance {
   template: Record<string, unknown> | null;
   containers: Container[];
   links: { [key: string]: string };
+  ui: { [key: string]: string };
   warnings: string[];
   sparkmagic: SparkmagicStatus | null;
 }
@@ -101,7 +103,7 @@ export interface Logs {
 
 /** A template parameter; default already includes the server's template_defaults. */
 export interface Parameter {
-  type: "string" | "integer" | "number" | "object";
+  type: "string" | "integer" | "number" | "boolean" | "object";
   default: unknown;
   description: string;
   minimum?: number;
@@ -132,6 +134,48 @@ export interface Templates {
 export interface Credentials {
   livy: { url: string | null; username: string; password: string; auth: "Basic_Access" | "None"; };
   spark: { master: string | null; conf: { [key: string]: string }; };
+}
+
+export interface Progress {
+  tasks: number;
+  done: number;
+  active: number;
+  failed: number;
+  progress: number;
+}
+
+export interface SparkStage {
+  id: number;
+  attempt: number;
+  name: string;
+  status: string;
+  progress: Progress;
+}
+
+/** A job of an application: RUNNING ones, then the latest finished ones. */
+export interface SparkJob {
+  id: number;
+  name: string;
+  status: string;
+  progress: Progress;
+  stages: SparkStage[];
+}
+
+export interface SparkApplication {
+  id: string;
+  name: string;
+  state: string;
+  cores: number;
+  ui: string | null;
+  jobs: SparkJob[];
+  error: string | null;
+}
+
+/** The running applications of the appliance's master, with their jobs' progress. */
+export interface Applications {
+  appliance: string;
+  applications: SparkApplication[];
+  error: string | null;
 }
 
 export interface ScaleRequest {
