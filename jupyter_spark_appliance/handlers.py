@@ -219,6 +219,20 @@ class OpenAPIHandler(BaseHandler):
         self.finish(files("jupyter_spark_appliance").joinpath("openapi.json").read_text())
 
 
+class NoRouteHandler(BaseHandler):
+    """A path under the API that names no route (an id Jupyter's router cannot match, a typo).
+
+    Without it Jupyter answers with its HTML 404 page, which no API client can read.
+    """
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        raise web.HTTPError(404, f"no route {self.request.path!r} (see {self.base_url}spark-appliance/openapi.json)")
+
+    post = patch = delete = put = get
+
+
 def default_handlers(prefix: str = "spark-appliance") -> list[tuple[str, type]]:
     return [
         (rf"{prefix}/appliance/?", AppliancesHandler),
@@ -232,4 +246,5 @@ def default_handlers(prefix: str = "spark-appliance") -> list[tuple[str, type]]:
         (rf"{prefix}/templates/?", TemplatesHandler),
         (rf"{prefix}/openapi.json", OpenAPIHandler),
         *proxy_handlers(prefix, ID),
+        (rf"{prefix}/.*", NoRouteHandler),  # last: anything else under the prefix is a JSON 404
     ]
