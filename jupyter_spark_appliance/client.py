@@ -90,6 +90,10 @@ class ApplianceClient:
         """The appliance's Livy login and the Spark settings a driver of its master needs."""
         return self.call("GET", f"appliance/{app_id}/credentials")
 
+    def applications(self, app_id: str) -> dict[str, Any]:
+        """The appliance's running Spark applications with their jobs' progress (the Applications shape)."""
+        return self.call("GET", f"appliance/{app_id}/applications")
+
     def logs(self, app_id: str, container: str, tail: int = 50) -> list[dict[str, Any]]:
         return self.call("GET", f"appliance/{app_id}/container/{container}/logs", tail=tail)["instances"]
 

@@ -1,4 +1,7 @@
-"""An ipywidgets view of one appliance: states, endpoint links, a worker slider, Stop.
+"""An ipywidgets view of one appliance: states, endpoint links, running jobs, a worker slider, Stop.
+
+Links go through the Jupyter server (the model's ``ui`` paths, served by its
+authenticated proxy), so they work wherever the notebook's browser is.
 
 It keeps itself current by polling the REST API from a daemon thread while it
 is shown (kernels have no access to the server's event bus without extra
@@ -17,13 +20,55 @@ COLOURS = {"running": "#2e7d32", "staging": "#f0ad4e", "pending": "#9e9e9e", "su
            "failed": "#c62828", "killed": "#616161", "success": "#1565c0"}
 
 
-def render_html(model: dict[str, Any]) -> str:
+def _link(e: dict[str, Any]) -> str:
+    name = html.escape(e["name"] or "")
+    if e["name"] == "worker-ui":
+        name = f"worker {e.get('instance', 0)}"
+    href = e.get("ui") or (e["url"] if e.get("url", "").startswith("http") else None)
+    if href:
+        return f'<a href="{html.escape(href)}" target="_blank">{name}</a>'
+    if e.get("url"):  # Spark Connect: an address for %spark_appliance connect, not a page
+        return f'{name} <code>{html.escape(e["url"])}</code>'
+    return ""
+
+
+def _bar(p: dict[str, Any], label: str) -> str:
+    width = round(p["progress"] * 100)
+    colour = "#c62828" if p["failed"] else "#1565c0"
+    return (f"<div class='jsa-progress' data-progress='{p['progress']}' style='display:flex;gap:6px;"
+            f"align-items:center'><span style='flex:1'>{html.escape(label)}</span>"
+            f"<span style='width:40%;height:8px;background:#e0e0e0;border-radius:4px;overflow:hidden'>"
+            f"<span style='display:block;height:100%;width:{width}%;background:{colour}'></span></span>"
+            f"<span>{p['done']}/{p['tasks']}</span></div>")
+
+
+def render_applications(apps: dict[str, Any] | None) -> str:
+    """Running applications with their running (and latest) jobs and active stages, as progress bars."""
+    if not apps or not apps.get("applications"):
+        return ""
+    out = ["<div><b>Applications</b>"]
+    for a in apps["applications"]:
+        name = html.escape(a["name"] or a["id"])
+        title = f'<a href="{html.escape(a["ui"])}" target="_blank">{name}</a>' if a.get("ui") else name
+        out.append(f"<div class='jsa-app' data-app-id='{html.escape(a['id'])}'>{title} ({a['cores']} cores)")
+        for j in a["jobs"]:
+            out.append("<div style='margin-left:1em'>"
+                       + _bar(j["progress"], f"Job {j['id']} {j['status'].lower()}: {j['name']}"))
+            for st in j["stages"]:
+                out.append("<div style='margin-left:1em'>" + _bar(st["progress"], f"Stage {st['id']}: {st['name']}")
+                           + "</div>")
+            out.append("</div>")
+        out.append("</div>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def render_html(model: dict[str, Any], apps: dict[str, Any] | None = None) -> str:
     rows = []
     for c in model["containers"]:
         colour = COLOURS.get(c["state"], "#9e9e9e")
         running = sum(1 for i in c["instance_states"] if i["state"] == "running")
-        links = " ".join(f'<a href="{html.escape(e["url"])}" target="_blank">{html.escape(e["name"] or "")}</a>'
-                         for e in c["endpoints"] if e.get("url"))
+        links = " ".join(link for e in c["endpoints"] if (link := _link(e)))
         rows.append(f"<tr><td>{html.escape(c['id'])}</td><td style='color:{colour}'>{html.escape(c['state'])}</td>"
                     f"<td>{running}/{c['instances']}</td><td>{links}</td></tr>")
     reason = f"<pre>{html.escape(model['reason'])}</pre>" if model.get("reason") else ""
@@ -32,7 +77,7 @@ def render_html(model: dict[str, Any]) -> str:
     return (f"<b>{html.escape(model['id'])}</b>: <span style='color:{COLOURS.get(model['state'], '#999')}'>"
             f"{html.escape(model['state'])}</span>"
             "<table><tr><th>container</th><th>state</th><th>running</th><th>endpoints</th></tr>"
-            + "".join(rows) + "</table>" + reason + note)
+            + "".join(rows) + "</table>" + reason + note + render_applications(apps))
 
 
 def render_text(model: dict[str, Any]) -> str:
@@ -80,7 +125,13 @@ class ApplianceView:
             else:
                 self.message.value = html.escape(str(e))
             return None
-        self.html.value = render_html(model)
+        apps = None
+        if any(c["role"] == "spark-master" and c["state"] == "running" for c in model["containers"]):
+            try:
+                apps = self.client.applications(self.app_id)
+            except ApplianceError:
+                apps = None
+        self.html.value = render_html(model, apps)
         worker = next((c for c in model["containers"] if c["id"] == self.worker), None)
         self._syncing = True
         try:

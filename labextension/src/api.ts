@@ -3,7 +3,7 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
 // The wire shapes are generated from the server's one definition (wire.py).
-import type { Appliance, Container, Endpoint, InstanceState, Logs, Problem, Template, Templates } from './wire';
+import type { Applications, Appliance, Container, Endpoint, InstanceState, Logs, Problem, Template, Templates } from './wire';
 
 export type { Endpoint, InstanceState, Problem, Templates };
 export type ContainerModel = Container;
@@ -61,6 +61,7 @@ export const api = {
       method: 'PATCH',
       body: JSON.stringify({ instances })
     }),
+  applications: (id: string) => requestAPI<Applications>(`appliance/${id}/applications`),
   logs: (id: string, container: string, tail = 200) =>
     requestAPI<Logs>(`appliance/${id}/container/${container}/logs?tail=${tail}`),
   graph: async (id: string): Promise<string> => {

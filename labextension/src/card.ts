@@ -1,9 +1,11 @@
-// One appliance: state, containers, endpoint links, worker slider, stop, logs, graph.
+// One appliance: state, containers, endpoint links, worker slider, stop, logs, graph,
+// and its running Spark applications with their jobs' progress.
 import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { api, ApiError, ApplianceModel, ContainerModel } from './api';
-import { MAX_INSTANCES } from './wire';
+import { ITabOpener } from './tabs';
+import { Applications, MAX_INSTANCES, Progress, SparkApplication, SparkJob } from './wire';
 
 export const WORKER_CONTAINER = 'spark-worker';
 const LINK_LABELS: { [name: string]: string } = {
@@ -11,6 +13,7 @@ const LINK_LABELS: { [name: string]: string } = {
   livy: 'Livy',
   'worker-ui': 'worker UI'
 };
+const APPS_POLL_MS = 1000;
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -31,6 +34,35 @@ export function stateBadge(state: string): HTMLElement {
   return el('span', { class: `jp-SparkAppliance-state jp-SparkAppliance-state-${state}`, 'data-state': state }, state);
 }
 
+function progressBar(p: Progress, label: string): HTMLElement {
+  const row = el('div', { class: 'jp-SparkAppliance-progress', 'data-progress': String(p.progress) });
+  row.style.display = 'flex';
+  row.style.alignItems = 'center';
+  row.style.gap = '6px';
+  const text = el('span', { class: 'jp-SparkAppliance-progressLabel' }, label);
+  text.style.flex = '1 1 auto';
+  text.style.overflow = 'hidden';
+  text.style.textOverflow = 'ellipsis';
+  text.style.whiteSpace = 'nowrap';
+  const bar = el('span', { class: 'jp-SparkAppliance-bar', role: 'progressbar', 'aria-valuemin': '0',
+    'aria-valuemax': String(p.tasks), 'aria-valuenow': String(p.done) });
+  bar.style.flex = '0 0 40%';
+  bar.style.height = '8px';
+  bar.style.background = 'var(--jp-layout-color3)';
+  bar.style.borderRadius = '4px';
+  bar.style.overflow = 'hidden';
+  const fill = el('span');
+  fill.style.display = 'block';
+  fill.style.height = '100%';
+  fill.style.width = `${Math.round(p.progress * 100)}%`;
+  fill.style.background = p.failed > 0 ? 'var(--jp-error-color1)' : 'var(--jp-brand-color1)';
+  bar.appendChild(fill);
+  const count = el('span', { class: 'jp-SparkAppliance-progressCount' }, `${p.done}/${p.tasks}`);
+  count.style.color = 'var(--jp-ui-font-color2)';
+  row.append(text, bar, count);
+  return row;
+}
+
 export class ApplianceCard extends Widget {
   private model: ApplianceModel;
   private readonly slider: HTMLInputElement;
@@ -40,11 +72,18 @@ export class ApplianceCard extends Widget {
   private readonly message: HTMLElement;
   private readonly logsNode: HTMLPreElement;
   private readonly graphNode: HTMLElement;
+  private readonly connectNode: HTMLElement;
+  private readonly appsNode: HTMLElement;
   private pendingScale = false;
   private maxInstances = MAX_INSTANCES;
   private requested = -1;
+  private appsTimer = 0;
 
-  constructor(model: ApplianceModel, private readonly onError: (text: string) => void) {
+  constructor(
+    model: ApplianceModel,
+    private readonly onError: (text: string) => void,
+    private readonly tabs: ITabOpener | null = null
+  ) {
     super();
     this.model = model;
     this.addClass('jp-SparkAppliance-card');
@@ -74,7 +113,13 @@ export class ApplianceCard extends Widget {
 
     this.message = el('div', { class: 'jp-SparkAppliance-message' });
     this.node.appendChild(this.message);
-    this.graphNode = el('div', { class: 'jp-SparkAppliance-graph' });
+    this.connectNode = el('div', { class: 'jp-SparkAppliance-connect' });
+    this.node.appendChild(this.connectNode);
+    this.appsNode = el('div', { class: 'jp-SparkAppliance-apps' });
+    this.node.appendChild(this.appsNode);
+    this.graphNode = el('div', { class: 'jp-SparkAppliance-graph', title: 'Open the graph in a tab' });
+    this.graphNode.style.cursor = 'pointer';
+    this.graphNode.addEventListener('click', () => this.tabs?.openGraph(this.model.id));
     this.node.appendChild(this.graphNode);
     this.logsNode = el('pre', { class: 'jp-SparkAppliance-logs' });
     this.logsNode.hidden = true;
@@ -118,7 +163,103 @@ export class ApplianceCard extends Widget {
       this.slider.disabled = busy || this.pendingScale || model.state === 'failed' && worker.state !== 'failed';
     }
     this.message.textContent = model.reason ?? '';
+    this.renderConnect();
     void this.refreshGraph();
+    this.scheduleApps(0);
+  }
+
+  /** Spark Connect's address (never its token) and how to use it from a kernel. */
+  private renderConnect(): void {
+    const url = this.model.links['connect'];
+    if (!url) {
+      this.connectNode.replaceChildren();
+      return;
+    }
+    const code = el('code', { class: 'jp-SparkAppliance-connectUrl' }, url);
+    const hint = el('div', { class: 'jp-SparkAppliance-note' }, 'In a notebook: %spark_appliance connect');
+    this.connectNode.replaceChildren(el('span', {}, 'Spark Connect '), code, hint);
+  }
+
+  /** Poll the running applications while the card is visible and the appliance runs. */
+  private scheduleApps(delay: number): void {
+    if (this.appsTimer || this.isDisposed) {
+      return;
+    }
+    this.appsTimer = window.setTimeout(() => {
+      this.appsTimer = 0;
+      void this.refreshApps();
+    }, delay);
+  }
+
+  private async refreshApps(): Promise<void> {
+    if (this.isDisposed) {
+      return;
+    }
+    const running = this.model.containers.some(c => c.role === 'spark-master' && c.state === 'running');
+    if (!running) {
+      this.appsNode.replaceChildren();
+      return; // the next model (an event) schedules it again
+    }
+    if (this.isVisible) {
+      try {
+        this.renderApps(await api.applications(this.model.id));
+      } catch {
+        // the appliance went away or the server restarts: the next event says so
+      }
+    }
+    this.scheduleApps(APPS_POLL_MS);
+  }
+
+  private renderApps(apps: Applications): void {
+    const nodes: HTMLElement[] = [];
+    if (apps.applications.length) {
+      nodes.push(el('div', { class: 'jp-SparkAppliance-appsTitle' }, 'Applications'));
+    }
+    for (const a of apps.applications) {
+      nodes.push(this.renderApp(a));
+    }
+    this.appsNode.replaceChildren(...nodes);
+  }
+
+  private renderApp(a: SparkApplication): HTMLElement {
+    const node = el('div', { class: 'jp-SparkAppliance-app', 'data-app-id': a.id });
+    node.style.margin = '4px 0';
+    const head = el('div');
+    const name = el('a', { class: 'jp-SparkAppliance-appLink', href: a.ui ?? '#', title: a.id }, a.name || a.id);
+    name.addEventListener('click', e => {
+      if (a.ui && this.tabs) {
+        e.preventDefault();
+        this.tabs.openPage(a.ui, a.name || a.id, `app-${this.model.id}-${a.id}`);
+      }
+    });
+    head.append(name, el('span', { class: 'jp-SparkAppliance-count' }, ` ${a.cores} cores`));
+    node.appendChild(head);
+    for (const j of a.jobs) {
+      node.appendChild(this.renderJob(a, j));
+    }
+    return node;
+  }
+
+  private renderJob(a: SparkApplication, j: SparkJob): HTMLElement {
+    const node = el('div', { class: 'jp-SparkAppliance-job', 'data-job-id': String(j.id), 'data-status': j.status });
+    node.style.marginLeft = '8px';
+    node.appendChild(progressBar(j.progress, `Job ${j.id} ${j.status.toLowerCase()}: ${j.name}`));
+    for (const s of j.stages) {
+      const stage = el('div', { class: 'jp-SparkAppliance-stage', 'data-stage-id': String(s.id) });
+      stage.style.marginLeft = '12px';
+      stage.appendChild(progressBar(s.progress, `Stage ${s.id}: ${s.name}`));
+      node.appendChild(stage);
+    }
+    return node;
+  }
+
+  protected onAfterShow(): void {
+    this.scheduleApps(0);
+  }
+
+  dispose(): void {
+    window.clearTimeout(this.appsTimer);
+    super.dispose();
   }
 
   private renderContainer(c: ContainerModel): HTMLElement {
@@ -130,16 +271,30 @@ export class ApplianceCard extends Widget {
     const links = el('span', { class: 'jp-SparkAppliance-links' });
     const seen = new Set<string>();
     for (const ep of c.endpoints) {
-      if (ep.url && !seen.has(ep.url) && c.id !== WORKER_CONTAINER) {
-        seen.add(ep.url);
-        const a = el('a', { href: ep.url, target: '_blank', rel: 'noopener', class: 'jp-SparkAppliance-link' },
-          LINK_LABELS[ep.name ?? ''] ?? ep.name ?? ep.url);
-        links.appendChild(a);
+      // Through the Jupyter server (ep.ui) wherever it can; a raw host:port only for what has no proxy.
+      const href = ep.ui ?? (ep.url?.startsWith('http') ? ep.url : undefined);
+      if (!href || seen.has(href)) {
+        continue;
       }
+      seen.add(href);
+      let label = LINK_LABELS[ep.name ?? ''] ?? ep.name ?? href;
+      if (ep.name === 'worker-ui') {
+        label = `worker ${ep.instance ?? 0}`;
+      }
+      const a = el('a', { href, target: '_blank', rel: 'noopener', class: 'jp-SparkAppliance-link',
+        'data-endpoint': ep.name ?? '' }, label);
+      const ui = ep.ui;
+      if (ui && this.tabs && ep.name !== 'livy') {
+        a.addEventListener('click', e => {
+          e.preventDefault();
+          this.tabs?.openPage(ui, `${label}: ${this.model.id}`, `${ep.name}-${this.model.id}-${ep.instance ?? 0}`);
+        });
+      }
+      links.appendChild(a);
     }
     row.appendChild(links);
     const logs = el('button', { class: 'jp-Button jp-mod-minimal jp-SparkAppliance-logsButton', title: `Logs of ${c.id}` }, 'logs');
-    logs.addEventListener('click', () => void this.showLogs(c.id));
+    logs.addEventListener('click', () => (this.tabs ? this.tabs.openLogs(this.model.id, c.id) : void this.showLogs(c.id)));
     row.appendChild(logs);
     return row;
   }

@@ -7,6 +7,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 
 import { WORKER_CONTAINER } from './card';
 import { ApplianceSidebar, DEFAULT_TEMPLATE, LaunchDefaults } from './sidebar';
+import { ShellTabs } from './tabs';
 
 const PLUGIN_ID = 'jupyter-spark-appliance:plugin';
 const CATEGORY = 'Spark';
@@ -37,7 +38,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
     launcher: ILauncher | null,
     settings: ISettingRegistry | null
   ) => {
-    const sidebar = new ApplianceSidebar();
+    // Spark UI pages, logs and the graph open as main-area tabs (as dask-labextension's dashboards).
+    const tabs = new ShellTabs(
+      widget => app.shell.add(widget, 'main'),
+      id => app.shell.activateById(id),
+      id => {
+        for (const w of app.shell.widgets('main')) {
+          if (w.id === id) {
+            return w;
+          }
+        }
+        return undefined;
+      }
+    );
+    const sidebar = new ApplianceSidebar(tabs);
     sidebar.title.icon = sparkIcon;
     app.shell.add(sidebar, 'left', { rank: 250 });
     restorer?.add(sidebar, sidebar.id);

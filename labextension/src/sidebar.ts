@@ -4,6 +4,7 @@ import { Widget } from '@lumino/widgets';
 import { api, ApiError, ApplianceModel } from './api';
 import { ApplianceCard } from './card';
 import { ApplianceEvent, ApplianceEvents } from './events';
+import { ITabOpener } from './tabs';
 import { Parameter, Templates } from './wire';
 
 /** What the settings registry may override in the launch form (absent: the server's default). */
@@ -59,6 +60,11 @@ function parameterInput(name: string, p: Parameter, value: unknown): HTMLInputEl
     }
   } else if (p.type === 'string') {
     input.type = 'text';
+  } else if (p.type === 'boolean') {
+    input.type = 'checkbox';
+    input.className = '';
+    input.checked = Boolean(value);
+    return input;
   } else {
     return null; // objects (images, Spark conf) are for JSON documents, not a form
   }
@@ -79,7 +85,7 @@ export class ApplianceSidebar extends Widget {
   private defaults: LaunchDefaults = {};
   private catalogue: Templates | null = null;
 
-  constructor() {
+  constructor(private readonly tabs: ITabOpener | null = null) {
     super();
     this.id = 'jp-spark-appliance-sidebar';
     this.addClass('jp-SparkAppliance-sidebar');
@@ -219,7 +225,11 @@ export class ApplianceSidebar extends Widget {
     const body: { [key: string]: unknown } = {};
     for (const node of this.fieldsNode.querySelectorAll<HTMLInputElement | HTMLSelectElement>('input, select')) {
       const kind = node.dataset.parameterType;
-      body[node.name] = kind === 'integer' || kind === 'number' ? Number(node.value) : node.value;
+      if (kind === 'boolean') {
+        body[node.name] = (node as HTMLInputElement).checked;
+      } else {
+        body[node.name] = kind === 'integer' || kind === 'number' ? Number(node.value) : node.value;
+      }
     }
     await this.launch(body);
   }
@@ -276,7 +286,7 @@ export class ApplianceSidebar extends Widget {
   private upsert(model: ApplianceModel): void {
     let card = this.cards.get(model.id);
     if (!card) {
-      card = new ApplianceCard(model, text => this.showError(text));
+      card = new ApplianceCard(model, text => this.showError(text), this.tabs);
       if (this.catalogue) {
         card.setMaxInstances(this.catalogue.max_instances);
       }
