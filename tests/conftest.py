@@ -70,7 +70,9 @@ class Api:
 
     async def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
                    headers: dict[str, str] | None = None, **params: Any) -> tuple[int, Any]:
-        kwargs: dict[str, Any] = {"method": method, "raise_error": False}
+        # A DELETE stops every JVM of an appliance (each with a grace period): on 2 busy
+        # cores that can take longer than tornado's default 20 s.
+        kwargs: dict[str, Any] = {"method": method, "raise_error": False, "request_timeout": 180}
         if headers is not None:
             kwargs["headers"] = headers
         if raw is not None:
