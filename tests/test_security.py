@@ -110,12 +110,13 @@ async def test_secure_by_default_on_a_shared_machine(api, appliance_data_dir, sp
     assert written == {"url": livy, "username": user, "password": password, "auth": "Basic_Access"}
 
     # A foreign driver without the secret is refused by the master; with it, it runs.
-    refused = await asyncio.to_thread(foreign_driver, master, {}, 150)
+    refused, wrong, allowed = await asyncio.gather(
+        asyncio.to_thread(foreign_driver, master, {}, 150),
+        asyncio.to_thread(foreign_driver, master,
+                          {"spark.authenticate": "true", "spark.authenticate.secret": "guess"}, 150),
+        asyncio.to_thread(foreign_driver, master, creds["spark"]["conf"], 300))
     assert refused is None or ("RESULT" not in refused.stdout and refused.returncode != 0), refused
-    wrong = await asyncio.to_thread(foreign_driver, master,
-                                    {"spark.authenticate": "true", "spark.authenticate.secret": "guess"}, 150)
     assert wrong is None or "RESULT" not in wrong.stdout, wrong
-    allowed = await asyncio.to_thread(foreign_driver, master, creds["spark"]["conf"], 300)
     assert allowed is not None and "RESULT 10" in allowed.stdout, allowed.stderr[-3000:] if allowed else "timeout"
 
     # A Livy session through the gateway runs (its drivers authenticate with the secret).
