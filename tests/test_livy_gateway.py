@@ -134,7 +134,7 @@ def test_progress_is_the_fraction_of_the_statements_tasks_done(gateway):
 
 
 def test_protocol_shapes_states_and_errors(gateway):
-    r = requests.post(f"{gateway}/sessions", json={"kind": "spark"})
+    r = requests.post(f"{gateway}/sessions", json={"kind": "sparkr"})
     assert r.status_code == 400 and "not supported" in r.json()["msg"]
     r = requests.post(f"{gateway}/sessions", json={"kind": "pyspark", "driverMemory": "lots"})
     assert r.status_code == 400 and "driverMemory" in r.json()["msg"]
@@ -248,7 +248,7 @@ def test_basic_auth_and_csrf(cluster, tmp_path):
         r = requests.post(f"{url}/sessions", data='{"kind": "pyspark"}', auth=("alice", "s3cret"),
                           headers={"Content-Type": "text/plain"})
         assert r.status_code == 400 and "CSRF" in r.json()["msg"]
-        r = requests.post(f"{url}/sessions", json={"kind": "spark"}, auth=("alice", "s3cret"),
+        r = requests.post(f"{url}/sessions", json={"kind": "sparkr"}, auth=("alice", "s3cret"),
                           headers={"X-Requested-By": "me"})
         assert r.status_code == 400 and "not supported" in r.json()["msg"]  # past auth and CSRF
     finally:

@@ -42,6 +42,7 @@ from typing import Any
 
 from . import repl
 from .repl import cap_output, error_output, execute, install_streams, ok_output
+from .scala import ScalaInterpreter
 
 SQL_ROW_LIMIT = 1000
 MONITOR_INTERVAL = 0.5
@@ -60,10 +61,13 @@ class Replies:
 
 
 class Session:
-    def __init__(self, sid: int, kind: str, spark: Any, replies: Replies):
+    def __init__(self, sid: int, kind: str, spark: Any, replies: Replies, output_dir: str = ""):
         from pyspark.sql import SQLContext
 
         self.sid, self.kind, self.replies = sid, kind, replies
+        self.output_dir = output_dir  # the driver's spark.repl.class.outputDir, for Scala
+        self.scala: ScalaInterpreter | None = None
+        self.current_kind: str | None = None
         self.spark = spark
         sc = spark.sparkContext
         try:
@@ -85,7 +89,21 @@ class Session:
     def group(self, stmt: int) -> str:
         return f"livy-session-{self.sid}-statement-{stmt}"
 
+    def scala_interpreter(self) -> ScalaInterpreter:
+        if self.scala is None:
+            self.scala = ScalaInterpreter(self.spark, self.output_dir)
+        return self.scala
+
     def _loop(self) -> None:
+        if self.kind == "spark":
+            # A Scala session is open once its interpreter is: the first statement then runs at once.
+            try:
+                self.scala_interpreter()
+            except Exception as e:  # noqa: BLE001 - the session fails, the driver does not
+                traceback.print_exc()
+                self.replies.send(event="opened", sid=self.sid, error=f"{type(e).__name__}: {e}")
+                return
+        self.replies.send(event="opened", sid=self.sid)
         while True:
             request = self.queue.get()
             if request is None:
@@ -94,15 +112,15 @@ class Session:
             if stmt in self.cancelled:
                 self.replies.send(event="result", sid=self.sid, statement=stmt, cancelled=True, output=None)
                 continue
-            self.current = stmt
-            self.replies.send(event="started", sid=self.sid, statement=stmt)
             kind = request.get("kind") or self.kind
+            self.current, self.current_kind = stmt, kind
+            self.replies.send(event="started", sid=self.sid, statement=stmt)
             sc = self.spark.sparkContext
             sc.setJobGroup(self.group(stmt), f"Livy session {self.sid}", True)
             sc.setLocalProperty("spark.scheduler.pool", f"livy-session-{self.sid}")  # used in FAIR mode
             try:
                 with self.lock:
-                    self.interruptible = True
+                    self.interruptible = kind != "spark"  # a py4j call must not be interrupted in Python
                 output = self.run(kind, request["code"], stmt)
                 with self.lock:
                     self.interruptible = False
@@ -118,6 +136,11 @@ class Session:
     def run(self, kind: str, code: str, stmt: int) -> dict[str, Any]:
         if kind == "sql":
             return self._sql(code, stmt)
+        if kind == "spark":
+            try:
+                return self.scala_interpreter().execute(code, stmt)
+            except Exception as e:  # noqa: BLE001 - py4j, or the interpreter did not start (ScalaError)
+                return error_output(e, stmt)
         return execute(code, self.namespace, stmt)
 
     def _sql(self, code: str, stmt: int) -> dict[str, Any]:
@@ -134,6 +157,8 @@ class Session:
         self.cancelled.add(stmt)
         if self.current == stmt:
             self.spark.sparkContext.cancelJobGroup(self.group(stmt))
+            if self.current_kind == "spark" and self.scala is not None:
+                self.scala.interrupt()
             self.interrupt()
 
     def interrupt(self) -> None:
@@ -338,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         op, sid = request.get("op"), request.get("sid")
         try:
             if op == "open":
-                sessions[sid] = Session(sid, request.get("kind", "pyspark"), root.newSession(), replies)
-                replies.send(event="opened", sid=sid)
+                sessions[sid] = Session(sid, request.get("kind", "pyspark"), root.newSession(), replies,
+                                        conf["spark.repl.class.outputDir"])
             elif op == "execute" and sid in sessions:
                 sessions[sid].queue.put(request)
             elif op == "cancel" and sid in sessions:

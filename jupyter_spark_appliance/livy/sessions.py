@@ -38,8 +38,9 @@ from .driver import DriverProcess
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_KINDS = {"pyspark": "pyspark", "python": "pyspark", "sql": "sql"}
-UNSUPPORTED_KINDS = {"spark", "scala", "sparkr", "r"}
+SUPPORTED_KINDS = {"pyspark": "pyspark", "python": "pyspark", "sql": "sql", "spark": "spark", "scala": "spark"}
+UNSUPPORTED_KINDS = {"sparkr", "r"}
+KINDS_TEXT = "pyspark, python, spark, scala or sql"
 CREATE_FIELDS = {
     "kind", "proxyUser", "jars", "pyFiles", "files", "driverMemory", "driverCores", "executorMemory",
     "executorCores", "numExecutors", "archives", "queue", "name", "conf", "heartbeatTimeoutInSecond",
@@ -321,9 +322,9 @@ def validate_request(body: Any) -> dict[str, Any]:
     if not isinstance(kind, str):
         raise LivyError(400, "kind: must be a string")
     if kind in UNSUPPORTED_KINDS:
-        raise LivyError(400, f"kind {kind!r} is not supported by this gateway: use pyspark, python or sql")
+        raise LivyError(400, f"kind {kind!r} is not supported by this gateway: use {KINDS_TEXT}")
     if kind not in SUPPORTED_KINDS:
-        raise LivyError(400, f"kind {kind!r} is unknown (pyspark, python, sql)")
+        raise LivyError(400, f"kind {kind[:100]!r} is unknown ({KINDS_TEXT})")
     for key in ("driverMemory", "executorMemory", "name", "proxyUser", "queue"):
         if key in request and request[key] is not None and not isinstance(request[key], str):
             raise LivyError(400, f"{key}: must be a string")
@@ -463,6 +464,10 @@ class SessionManager:
         elif kind == "opened":
             session = self.sessions.get(event["sid"])
             if session and session.state == "starting":
+                if event.get("error"):
+                    session.state = "error"
+                    session.log.append(f"the session's interpreter did not start: {event['error']}")
+                    return
                 session.state = "idle"
                 self._pump(session)
         elif kind == "executors":
@@ -719,9 +724,9 @@ class SessionManager:
         kind = body.get("kind")
         if kind is not None:
             if not isinstance(kind, str):
-                raise LivyError(400, "kind: must be a string (pyspark, python or sql)")
+                raise LivyError(400, f"kind: must be a string ({KINDS_TEXT})")
             if kind in UNSUPPORTED_KINDS or kind not in SUPPORTED_KINDS:
-                raise LivyError(400, f"statement kind {kind!r} is not supported: use pyspark, python or sql")
+                raise LivyError(400, f"statement kind {kind[:100]!r} is not supported: use {KINDS_TEXT}")
             kind = SUPPORTED_KINDS[kind]
         if session.state in FINAL_SESSION_STATES:
             raise LivyError(400, f"Session is in state {session.state}")
