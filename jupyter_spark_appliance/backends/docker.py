@@ -93,6 +93,19 @@ def network_name(appliance_id: str, tag: str = "") -> str:
     return f"jsa-{tag + '-' if tag else ''}{appliance_id}"
 
 
+def engine_problems(i: int, c: Container, volume_allow: tuple[str, ...]) -> list[Problem]:
+    """What any Docker engine (the docker and the swarm backend alike) refuses of container ``i``."""
+    problems = []
+    for j, v in enumerate(c.volumes):
+        why = volume_problem(v.src, volume_allow)
+        if why:
+            problems.append(Problem(f"containers[{i}].volumes[{j}].src", why))
+    if c.resources.mem < MIN_DOCKER_MEM_MB:
+        problems.append(Problem(f"containers[{i}].resources.mem",
+                                f"the Docker engine needs at least {MIN_DOCKER_MEM_MB} MB"))
+    return problems
+
+
 def volume_problem(src: str, allowed: tuple[str, ...]) -> str | None:
     """Why mounting host path ``src`` is refused, or None if it may be mounted."""
     if not src.startswith("/"):
@@ -153,13 +166,7 @@ class DockerBackend(Backend):
                 problems.append(Problem(f"containers[{i}].network_mode",
                                         "the host's network is off: it would ignore bind_host and expose every "
                                         "port (c.SparkApplianceApp.docker_allow_host_network)"))
-            for j, v in enumerate(c.volumes):
-                why = volume_problem(v.src, self.config.volume_allow)
-                if why:
-                    problems.append(Problem(f"containers[{i}].volumes[{j}].src", why))
-            if c.resources.mem < MIN_DOCKER_MEM_MB:
-                problems.append(Problem(f"containers[{i}].resources.mem",
-                                        f"the Docker engine needs at least {MIN_DOCKER_MEM_MB} MB"))
+            problems += engine_problems(i, c, self.config.volume_allow)
             name = container_name(appliance.id, c.id, max(0, c.instances - 1), self.tag)
             if len(name) > MAX_HOSTNAME:
                 problems.append(Problem(f"containers[{i}].id", f"with the appliance id it makes the container "

@@ -54,7 +54,7 @@ from ..spark.roles import ROLES, ProbeContext, Role, role_by_image
 from ..spec import Appliance, Container, Problem
 from ..state import Endpoint
 from .base import Backend, BackendUnavailable, Exit, Started, StartFailed, StartRequest
-from .docker import LABEL, MIN_DOCKER_MEM_MB, PROJECT_IMAGES, container_name, docker_sdk, volume_problem
+from .docker import LABEL, PROJECT_IMAGES, container_name, docker_sdk, engine_problems
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +160,7 @@ class SwarmBackend(Backend):
                 problems.append(Problem(f"containers[{i}].network_mode",
                                         "network_mode host is not available on the swarm backend: services "
                                         "join the appliance's overlay network"))
-            for j, v in enumerate(c.volumes):
-                why = volume_problem(v.src, self.config.volume_allow)
-                if why:
-                    problems.append(Problem(f"containers[{i}].volumes[{j}].src", why))
-            if c.resources.mem < MIN_DOCKER_MEM_MB:
-                problems.append(Problem(f"containers[{i}].resources.mem",
-                                        f"the Docker engine needs at least {MIN_DOCKER_MEM_MB} MB"))
+            problems += engine_problems(i, c, self.config.volume_allow)
         return problems
 
     def after_adoption(self, known: set[str]) -> None:

@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+from jupyter_spark_appliance.spark.processes import group_alive
+
 GRACE_SECONDS = 10.0
 
 
@@ -87,20 +89,12 @@ def reap(groups: dict[int, float], grace: float = GRACE_SECONDS) -> None:
     deadline = time.monotonic() + grace
     while alive and time.monotonic() < deadline:
         time.sleep(0.2)
-        alive = [g for g in alive if _group_exists(g)]
+        alive = [g for g in alive if group_alive(g)]
     for g in alive:
         try:
             os.killpg(g, signal.SIGKILL)
         except OSError:
             pass
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except OSError:
-        return False
-    return True
 
 
 def main() -> None:
