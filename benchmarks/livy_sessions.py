@@ -8,7 +8,11 @@ statement, and their total RSS against one session's; then 200 trivial statement
 from those 20 sessions at once, all of which must succeed, their p95 latency
 against one statement alone on an idle session (measured in the same run).
 
-    python benchmarks/livy_sessions.py [--many-only]
+Scala sessions (issue 14 item 1): POST -> idle for the first Scala session of a
+driver (cold: the Scala compiler's classes load and warm up) and for the next one
+(warm), their ratio, and the RSS each adds against what a PySpark session adds.
+
+    python benchmarks/livy_sessions.py [--many-only | --scala-only]
 """
 
 from __future__ import annotations
@@ -180,6 +184,55 @@ def measure_many(master_url: str, log_dir: Path, sessions: int = 20, per_session
             "ok": ok, "p50": statistics.median(latencies), "p95": p95(latencies), "max": max(latencies)}
 
 
+def measure_scala(master_url: str, log_dir: Path) -> dict[str, float]:
+    """Gateway defaults (one warm driver): RSS and POST -> idle of PySpark and Scala sessions on it."""
+    gateway, url = start_gateway(master_url, log_dir)
+    try:
+        def open_session(kind: str, code: str) -> tuple[float, int]:
+            t0 = time.monotonic()
+            sid = requests.post(url + "/sessions", json={"kind": kind}).json()["id"]
+            wait_idle(url, sid)
+            seconds = time.monotonic() - t0
+            statement(url, sid, code)
+            return seconds, sid
+
+        py_first, _ = open_session("pyspark", "spark.range(10).count()")  # the driver is up and has run a job
+        time.sleep(2)
+        rss_0 = tree_rss_mb(gateway.pid)
+        py_idle, _ = open_session("pyspark", "spark.range(10).count()")
+        time.sleep(2)
+        rss_py = tree_rss_mb(gateway.pid)
+        cold, _ = open_session("spark", "spark.range(10).count()")
+        time.sleep(2)
+        rss_scala1 = tree_rss_mb(gateway.pid)
+        warm, _ = open_session("spark", "spark.range(10).count()")
+        time.sleep(2)
+        rss_scala2 = tree_rss_mb(gateway.pid)
+    finally:
+        gateway.terminate()
+        gateway.wait(60)
+    return {"py_idle": py_idle, "cold": cold, "warm": warm, "rss_0": rss_0, "py_mb": rss_py - rss_0,
+            "scala1_mb": rss_scala1 - rss_py, "scala2_mb": rss_scala2 - rss_scala1, "rss_total": rss_scala2}
+
+
+def print_scala(sc: dict[str, float]) -> None:
+    print("\nScala sessions on the warm driver (gateway defaults, 1 worker)")
+    print(f"{'figure':<62} {'value':>9} {'baseline':>9} {'ratio':>7}")
+    rows = [
+        ("Scala session idle, cold interpreter start (POST -> idle), s", sc["cold"], sc["py_idle"],
+         "baseline: a PySpark session"),
+        ("Scala session idle, warm interpreter start (POST -> idle), s", sc["warm"], sc["cold"],
+         "baseline: the cold start"),
+        ("RSS a first Scala session adds (having run a job), MB", sc["scala1_mb"], sc["py_mb"],
+         "baseline: what a PySpark session adds"),
+        ("RSS a second Scala session adds, MB", sc["scala2_mb"], sc["py_mb"], "baseline: a PySpark session"),
+    ]
+    for name, value, base, note in rows:
+        ratio = f"{value / base:7.2f}" if base > 0.5 else f"{'-':>7}"
+        print(f"{name:<62} {value:9.2f} {base:9.2f} {ratio}   ({note})")
+    print(f"{'RSS gateway + driver, 2 PySpark + 2 Scala sessions, MB':<62} {sc['rss_total']:9.0f}")
+
+
 def print_many(many: dict[str, float], sessions: int = 20) -> None:
     n = int(many["statements"])
     rows = [
@@ -201,9 +254,17 @@ def print_many(many: dict[str, float], sessions: int = 20) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--many-only", action="store_true", help="only the 20-sessions figures")
+    parser.add_argument("--scala-only", action="store_true", help="only the Scala session figures")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="jsa-livy-bench-"))
     cluster = start_cluster(tmp / "cluster", workers=1)
+    if args.scala_only:
+        try:
+            scala = measure_scala(cluster.master_url, tmp / "drivers-scala")
+        finally:
+            cluster.stop()
+        print_scala(scala)
+        return
     if args.many_only:
         try:
             many = measure_many(cluster.master_url, tmp / "drivers-many")
@@ -220,6 +281,7 @@ def main() -> None:
                         python=sys.executable)
         archived = measure_gateway(cluster.master_url, tmp / "drivers-cds", "--cds-dir", str(cds_dir))
         many = measure_many(cluster.master_url, tmp / "drivers-many")
+        scala = measure_scala(cluster.master_url, tmp / "drivers-scala")
     finally:
         cluster.stop()
     print("Livy gateway (sessions share a warm driver); seconds and MB, without and with the driver and")
@@ -238,6 +300,7 @@ def main() -> None:
         print(f"{name + ', ' + unit:<48} {plain[key]:9.2f} {archived[key]:9.2f}")
     print(f"warm idle / cold: {archived['warm_idle'] / cold:.3f}; 6 sessions target < 2048 MB")
     print_many(many)
+    print_scala(scala)
 
 
 if __name__ == "__main__":
