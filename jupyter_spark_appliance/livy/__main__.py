@@ -17,6 +17,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from .batches import BatchManager
 from .server import MAX_BODY_BYTES, Security, default_allowed_hosts, make_app, normalize_host
 from .sessions import MIN_SESSIONS_PER_DRIVER, SESSION_MEMORY_MB, GatewayConfig, SessionManager
 
@@ -89,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "machine's hostname. '*' allows any")
     p.add_argument("--max-sessions", type=int, default=200, metavar="N",
                    help="most sessions at once; more are refused with 429 (default 200; 0 = no limit)")
+    p.add_argument("--max-batches", type=int, default=20, metavar="N",
+                   help="most batches (spark-submit processes, a driver JVM each) running at once; more are "
+                        "refused with 429 (default 20; 0 = no limit)")
     p.add_argument("--max-output-bytes", type=int, default=1024 * 1024, metavar="BYTES",
                    help="a statement's output is cut to about this size, with a note at its end "
                         "(default 1 MiB)")
@@ -122,14 +126,8 @@ async def serve(args: argparse.Namespace) -> None:
             raise SystemExit("--username needs $LIVY_GATEWAY_PASSWORD")
         auth = (args.username, password)
     security = Security(auth=auth, csrf=not args.no_csrf, allowed_hosts=allowed_hosts(args))
-    batches = None
-    try:
-        from .batches import BatchManager
-    except ImportError:
-        BatchManager = None  # noqa: N806
-    if BatchManager is not None:
-        batches = BatchManager(args.master, log_dir / "batches", secret_file=secret_file,
-                               default_conf=conf, max_batches=max(0, args.max_sessions))
+    batches = BatchManager(args.master, log_dir / "batches", secret_file=secret_file, default_conf=conf,
+                           max_batches=max(0, args.max_batches))
     app = make_app(manager, security, batches)
     server = app.listen(args.port, address=args.host, max_body_size=MAX_BODY_BYTES)
     await manager.start()
@@ -140,8 +138,7 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     server.stop()
-    if batches is not None:
-        await batches.shutdown()
+    await batches.shutdown()
     await manager.shutdown()
 
 

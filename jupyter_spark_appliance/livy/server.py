@@ -33,6 +33,7 @@ from typing import Any
 from tornado import web
 
 from .. import __version__
+from .batches import BatchManager
 from .sessions import MAX_INT, LivyError, SessionManager, parse_id
 
 LIVY_VERSION = "0.9.0-incubating"
@@ -91,7 +92,7 @@ def _reject_constant(name: str) -> Any:
 
 
 class LivyHandler(web.RequestHandler):
-    def initialize(self, manager: SessionManager, security: Security, batches: Any = None) -> None:
+    def initialize(self, manager: SessionManager, security: Security, batches: BatchManager | None = None) -> None:
         self.manager, self.security, self.batches = manager, security, batches
         self.auth = security.auth
 
@@ -308,6 +309,56 @@ class CompletionHandler(LivyHandler):
         self.handle(run)
 
 
+class BatchesHandler(LivyHandler):
+    def get(self) -> None:
+        def run() -> None:
+            start, size = self.int_arg("from", 0), self.int_arg("size", 100)
+            batches = sorted(self.batches.batches.values(), key=lambda b: b.id)
+            self.reply({"from": start, "total": len(batches),
+                        "sessions": [b.to_json() for b in batches[start:start + size]]})
+        self.handle(run)
+
+    def post(self) -> None:
+        def run() -> None:
+            batch = self.batches.create(self.json_object(), self.user)
+            self.set_header("Location", f"/batches/{batch.id}")
+            self.reply(batch.to_json(), 201)
+        self.handle(run)
+
+
+class BatchHandler(LivyHandler):
+    def get(self, ident: str) -> None:
+        self.handle(lambda: self.reply(self.batches.get(ident).to_json()))
+
+    async def delete(self, ident: str) -> None:
+        try:
+            batch = self.batches.get(ident)
+        except LivyError as e:
+            return self._fail(e.status, e.msg)
+        await self.batches.delete(batch)
+        self.reply({"msg": "deleted"})
+
+
+class BatchStateHandler(LivyHandler):
+    def get(self, ident: str) -> None:
+        def run() -> None:
+            b = self.batches.get(ident)
+            self.reply({"id": b.id, "state": b.state})
+        self.handle(run)
+
+
+class BatchLogHandler(LivyHandler):
+    def get(self, ident: str) -> None:
+        def run() -> None:
+            b = self.batches.get(ident)
+            total = b.log.total
+            size = self.int_arg("size", 100)
+            start = max(0, total - size) if self.get_argument("from", None) is None else self.int_arg("from", 0)
+            first, lines = b.log.slice(start, size)
+            self.reply({"id": b.id, "from": first, "total": total, "log": lines})
+        self.handle(run)
+
+
 class VersionHandler(LivyHandler):
     def get(self) -> None:
         self.reply({"version": LIVY_VERSION, "gateway": f"jupyter-spark-appliance {__version__}",
@@ -331,7 +382,12 @@ class NotFoundHandler(LivyHandler):
             self._fail(404, f"no route {self.request.method} {self.request.path}")
 
 
-def make_app(manager: SessionManager, security: Security | None = None, batches: Any = None) -> web.Application:
+def make_app(manager: SessionManager, security: Security | None = None,
+             batches: BatchManager | None = None) -> web.Application:
+    if batches is None:
+        batches = BatchManager(manager.config.master, manager.config.log_dir / "batches",
+                               secret_file=manager.config.spark_secret_file,
+                               default_conf=manager.config.default_conf)
     kw = {"manager": manager, "security": security or Security(), "batches": batches}
     sid, st = r"(?P<ident>[^/]+)", r"(?P<stmt_id>[0-9]+)"
     return web.Application([
@@ -343,6 +399,10 @@ def make_app(manager: SessionManager, security: Security | None = None, batches:
         (rf"/sessions/{sid}/statements/{st}/?", StatementHandler, kw),
         (rf"/sessions/{sid}/statements/{st}/cancel/?", CancelHandler, kw),
         (rf"/sessions/{sid}/completion/?", CompletionHandler, kw),
+        (r"/batches/?", BatchesHandler, kw),
+        (rf"/batches/{sid}/?", BatchHandler, kw),
+        (rf"/batches/{sid}/state/?", BatchStateHandler, kw),
+        (rf"/batches/{sid}/log/?", BatchLogHandler, kw),
         (r"/version/?", VersionHandler, kw),
         (r"/appliance/resources/?", ResourcesHandler, kw),
         (r"/.*", NotFoundHandler, kw),
