@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import pytest
 import requests
-from test_livy_gateway import _start_gateway, wait_session
 
 from jupyter_spark_appliance.spark.standalone import master_status, start_cluster
+
+from test_livy_gateway import _start_gateway, wait_session
 
 pytestmark = pytest.mark.spark
 
