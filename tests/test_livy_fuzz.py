@@ -1,7 +1,8 @@
 """A hypothesis-driven fuzz of every gateway route: random methods, paths, query
 strings, headers and bodies, with valid credentials, against a real gateway
 process on a real one-worker cluster (one warm driver; --max-drivers 1 so random
-session settings cannot start a JVM each, --max-sessions 8 so the limit is hit).
+session settings cannot start a JVM each, --max-sessions 8 so the limit is hit,
+--max-batches 2).
 
 The properties: no answer is a 5xx, every answer with a body is a JSON object with
 a ``msg`` or the route's shape, and the gateway still answers a real statement at
@@ -68,7 +69,8 @@ def fuzz_gateway(tmp_path_factory):
     proc = None
     try:
         proc, url = start_gateway(cluster.master_url, tmp_path_factory.mktemp("fuzz-gateway"), "--username", USER,
-                                  "--max-drivers", "1", "--max-sessions", "8", "--master-ui", cluster.ui_url,
+                                  "--max-drivers", "1", "--max-sessions", "8", "--max-batches", "2",
+                                  "--master-ui", cluster.ui_url,
                                   env={"LIVY_GATEWAY_PASSWORD": PASSWORD})
         yield url
     finally:

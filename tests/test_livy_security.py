@@ -12,6 +12,7 @@ master, while a session through the gateway runs on it.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import secrets
@@ -177,6 +178,9 @@ def test_bad_input_is_a_clear_4xx(tmp_path):
             ("POST", "/sessions", {"idleTimeout": -5}, 400, "idleTimeout"),
             ("POST", "/sessions", {"driverCores": True}, 400, "driverCores"),
             ("POST", "/sessions", {"jars": "x.jar"}, 400, "jars"),
+            ("POST", "/sessions", {"proxyUser": "someone-else"}, 400, "proxyUser"),
+            ("POST", "/sessions", {"proxyUser": 7}, 400, "proxyUser"),
+            ("POST", "/batches", {"file": "/x.py", "proxyUser": "someone-else"}, 400, "proxyUser"),
         ]
         for method, path, body, status, words in cases:
             r = requests.request(method, url + path, json=body)
@@ -194,7 +198,12 @@ def test_bad_input_is_a_clear_4xx(tmp_path):
             r = requests.post(f"{url}/sessions/{sid}/statements", json=body)
             assert r.status_code == 400 and words in r.json()["msg"], (body, r.text)
         assert requests.get(f"{url}/sessions/{sid}/log?from=5000&size=10").json()["log"] == []
-        assert requests.post(url + "/sessions", json={"kind": "pyspark"}).status_code == 201
+        assert requests.get(f"{url}/sessions/{sid}/state").json() == {"id": sid, "state": "starting"}
+        # proxyUser is accepted when it names the user the gateway runs as (no impersonation).
+        r = requests.post(url + "/sessions", json={"kind": "pyspark", "proxyUser": getpass.getuser(),
+                                                   "heartbeatTimeoutInSecond": 600})
+        assert r.status_code == 201, r.text
+        assert (r.json()["proxyUser"], r.json()["heartbeatTimeoutInSecond"]) == (getpass.getuser(), 600)
         r = requests.post(url + "/sessions", json={"kind": "pyspark"})
         assert r.status_code == 429 and r.json()["msg"].startswith("too many sessions (limit 2: --max-sessions)")
 

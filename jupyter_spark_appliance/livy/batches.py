@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 BATCH_FIELDS = {"file", "className", "args"}
 FINAL_STATES = {"success", "dead", "killed"}
+FETCHABLE = {"hdfs", "viewfs", "s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "http", "https", "ftp"}
 KEEP_FINISHED = 100  # finished batches listed before the oldest are forgotten
 APP_ID = re.compile(r"Connected to Spark cluster with app ID (\S+)")
 RUNNING_WORDS = (b"Connected to Spark cluster with app ID",)
@@ -90,6 +91,9 @@ def validate_batch(body: Any) -> dict[str, Any]:
             raise LivyError(400, f"file: {file[:200]!r} must be an absolute path (or a URL Spark can fetch)")
         if not os.path.isfile(path):
             raise LivyError(400, f"file: {file[:200]!r} does not exist")
+    elif parsed.scheme.lower() not in FETCHABLE:
+        raise LivyError(400, f"file: {parsed.scheme[:40]!r} is not a scheme Spark fetches from "
+                             f"({', '.join(sorted(FETCHABLE | {'file', 'local'}))})")
     class_name = request.get("className")
     if class_name is not None and (not isinstance(class_name, str)
                                    or not re.fullmatch(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*", class_name)):

@@ -22,6 +22,7 @@ reason is the cluster (no executor, no free cores), a line in its session's log;
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import logging
 import math
@@ -152,7 +153,7 @@ class Session:
             "driverMemory": r.get("driverMemory"), "driverCores": r.get("driverCores"),
             "executorMemory": r.get("executorMemory"), "executorCores": r.get("executorCores"),
             "numExecutors": r.get("numExecutors"), "conf": r.get("conf", {}),
-            "heartbeatTimeoutInSecond": self.heartbeat_timeout,
+            "heartbeatTimeoutInSecond": int(self.heartbeat_timeout),
             "jars": r.get("jars", []), "pyFiles": r.get("pyFiles", []), "files": r.get("files", []),
             "archives": r.get("archives", []), "queue": r.get("queue"),
         }
@@ -302,6 +303,16 @@ def driver_settings(request: dict[str, Any], defaults: dict[str, str]) -> dict[s
     return conf
 
 
+def current_user() -> str:
+    """The user the gateway (and so every driver) runs as: the only proxyUser it accepts."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        import os
+
+        return str(os.getuid())
+
+
 def _conf_value(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -328,6 +339,10 @@ def validate_request(body: Any) -> dict[str, Any]:
     for key in ("driverMemory", "executorMemory", "name", "proxyUser", "queue"):
         if key in request and request[key] is not None and not isinstance(request[key], str):
             raise LivyError(400, f"{key}: must be a string")
+    proxy = request.get("proxyUser")
+    if proxy is not None and proxy != current_user():
+        raise LivyError(400, f"proxyUser: {proxy[:100]!r} cannot be impersonated: this gateway runs every "
+                             f"session as {current_user()!r} (leave proxyUser out, or give that user)")
     for key in ("driverMemory", "executorMemory"):
         if request.get(key) and not re.fullmatch(r"\d+[kmgtKMGT]?[bB]?", request[key]):
             raise LivyError(400, f"{key}: {request[key]!r} is not a memory size such as 512m or 2g")
