@@ -78,6 +78,7 @@ export class ApplianceCard extends Widget {
   private maxInstances = MAX_INSTANCES;
   private requested = -1;
   private appsTimer = 0;
+  private appsBusy = false; // one request at a time: answers never arrive out of order
 
   constructor(
     model: ApplianceModel,
@@ -182,7 +183,7 @@ export class ApplianceCard extends Widget {
 
   /** Poll the running applications while the card is visible and the appliance runs. */
   private scheduleApps(delay: number): void {
-    if (this.appsTimer || this.isDisposed) {
+    if (this.appsTimer || this.appsBusy || this.isDisposed) {
       return;
     }
     this.appsTimer = window.setTimeout(() => {
@@ -201,10 +202,13 @@ export class ApplianceCard extends Widget {
       return; // the next model (an event) schedules it again
     }
     if (this.isVisible) {
+      this.appsBusy = true;
       try {
         this.renderApps(await api.applications(this.model.id));
       } catch {
         // the appliance went away or the server restarts: the next event says so
+      } finally {
+        this.appsBusy = false;
       }
     }
     this.scheduleApps(APPS_POLL_MS);

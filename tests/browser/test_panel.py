@@ -21,6 +21,7 @@ import psutil
 import pytest
 import requests
 
+import jupyter_spark_appliance
 from jupyter_spark_appliance.spark.ports import allocate_port
 
 pytestmark = pytest.mark.browser
@@ -28,8 +29,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def start_lab(tmp_path_factory, base_url: str = "/"):
+    """A real `jupyter lab` on 127.0.0.1 (at ``base_url``, as JupyterHub gives one), until the generator ends."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("JSA_REQUIRE_BROWSER") == "1":
             raise RuntimeError("chromium is missing (apt-get install chromium)")
@@ -45,13 +46,21 @@ def lab(tmp_path_factory):
             "c.SparkApplianceApp.event_stream_seconds = 4\n")
     token, port = secrets.token_hex(12), allocate_port("127.0.0.1")
     data = tmp / "data"
+    # The panel as built from this tree (labextension/: jlpm build:prod), not a copy an earlier install left in
+    # the environment: the user data dir comes first on JupyterLab's extension path.
+    built = Path(jupyter_spark_appliance.__file__).parent / "labextension"
+    if (built / "package.json").exists():
+        (data / "labextensions").mkdir(parents=True)
+        (data / "labextensions" / "jupyter-spark-appliance").symlink_to(built, target_is_directory=True)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_DATA_DIR": str(data),
            "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "SPARKMAGIC_CONF_DIR": str(tmp / "sparkmagic")}
     log = open(tmp / "lab.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
-                             f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}"],
+                             f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
+                             f"--ServerApp.base_url={base_url}"],
                             env=env, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
+    origin = f"http://127.0.0.1:{port}"
+    base = origin + base_url.rstrip("/")
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
@@ -62,9 +71,40 @@ def lab(tmp_path_factory):
     else:
         proc.kill()
         raise RuntimeError((tmp / "lab.log").read_text()[-3000:])
-    yield {"base": base, "token": token, "data": data}
+    yield {"base": base, "origin": origin, "base_url": base_url, "token": token, "data": data}
     proc.terminate()
     proc.wait(60)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    yield from start_lab(tmp_path_factory)
+
+
+def open_lab(browser, lab, requests_seen: list[str] | None = None):  # noqa: ANN001
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    if requests_seen is not None:
+        page.on("request", lambda r: requests_seen.append(r.url))
+    page.goto(f"{lab['base']}/lab?token={lab['token']}")
+    return page
+
+
+def launch_chromium(p):  # noqa: ANN001
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
+def wait_for_panel(page) -> None:  # noqa: ANN001
+    page.locator('[data-id="jp-spark-appliance-sidebar"]').wait_for(timeout=60_000)
+    # Activate rather than click: a click toggles, and the layout is restored between tests.
+    page.evaluate("window.jupyterapp.shell.activateById('jp-spark-appliance-sidebar')")
+    news = page.locator(".jp-toast-button", has_text="No")  # JupyterLab's news question, if asked
+    try:
+        news.click(timeout=3_000)
+    except Exception:  # noqa: BLE001 - not asked: nothing to dismiss
+        pass
+    page.locator(".jp-SparkAppliance-launch").wait_for(timeout=30_000)
 
 
 @pytest.fixture
@@ -72,20 +112,9 @@ def page(lab):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
-        page.goto(f"{lab['base']}/lab?token={lab['token']}")
-        page.locator('[data-id="jp-spark-appliance-sidebar"]').wait_for(timeout=60_000)
-        # Activate rather than click: a click toggles, and the layout is restored between tests.
-        page.evaluate("window.jupyterapp.shell.activateById('jp-spark-appliance-sidebar')")
-        news = page.locator(".jp-toast-button", has_text="No")  # JupyterLab's news question, if asked
-        try:
-            news.click(timeout=3_000)
-        except Exception:  # noqa: BLE001 - not asked: nothing to dismiss
-            pass
-        page.locator(".jp-SparkAppliance-launch").wait_for(timeout=30_000)
+        browser = launch_chromium(p)
+        page = open_lab(browser, lab)
+        wait_for_panel(page)
         yield page
         browser.close()
 
@@ -135,9 +164,10 @@ def test_launch_watch_scale_stop(lab, page):
         assert sum(w["state"] == "ALIVE" for w in json.load(r)["workers"]) == 2
     assert worker.get_attribute("data-state") == "running"
 
-    # Logs of a container.
+    # Logs of a container, in a main-area tab.
     worker.locator(".jp-SparkAppliance-logsButton").click()
-    page.locator(".jp-SparkAppliance-logs", has_text="spark-worker-0").wait_for()
+    page.locator('.jp-SparkAppliance-logsTab[data-container="spark-worker"] .jp-SparkAppliance-logsText',
+                 has_text="==> spark-worker-0 (running) <==").wait_for()
     shot(page, "panel-two-workers.png")
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
     page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
@@ -152,8 +182,11 @@ def test_launch_watch_scale_stop(lab, page):
     leftovers = []
     for proc in psutil.process_iter(["cwd", "cmdline"]):
         try:
-            if str(proc.info["cwd"] or "").startswith(str(lab["data"])):
-                leftovers.append(proc.info["cmdline"])
+            cwd = str(proc.info["cwd"] or "")
+            # The server's own class-data-sharing recording (a throwaway cluster and application under
+            # data/.../cds/recording, started with the server) is not the appliance's.
+            if cwd.startswith(str(lab["data"])) and "/cds/recording" not in cwd:
+                leftovers.append((cwd, proc.info["cmdline"]))
         except psutil.Error:
             continue
     assert leftovers == []
@@ -222,3 +255,155 @@ def test_live_updates_survive_dropped_streams(lab, page):
                     headers={"Authorization": f"token {lab['token']}"})
     card.wait_for(state="detached", timeout=60_000)  # the deletion arrives live too
     assert page.evaluate("window.__opens") >= 3
+
+
+# ---------------------------------------------------------------- under a base URL, as JupyterHub serves it
+
+ALICE = "/user/alice/"
+
+
+@pytest.fixture(scope="module")
+def alice_lab(tmp_path_factory):
+    yield from start_lab(tmp_path_factory, ALICE)
+
+
+def call(lab, method: str, path: str, **kwargs) -> requests.Response:
+    return requests.request(method, f"{lab['base']}/spark-appliance/{path}",
+                            headers={"Authorization": f"token {lab['token']}"}, timeout=120, **kwargs)
+
+
+def livy_statement(lab, session: str, code: str) -> dict:
+    """A statement through the proxied Livy (Jupyter's token only), until it is available."""
+    r = call(lab, "POST", f"{session}/statements", json={"code": code})
+    assert r.status_code == 201, r.text
+    url = f"{session}/statements/{r.json()['id']}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        st = call(lab, "GET", url).json()
+        if st["state"] == "available":
+            return st
+        time.sleep(0.5)
+    raise AssertionError(f"statement {url} did not finish: {st}")
+
+
+def test_spark_ui_in_lab_tabs_under_a_base_url(alice_lab, tmp_path):
+    """JupyterLab at /user/alice/: from the panel, the Spark UI, a worker, an application's jobs, in tabs;
+    a job's progress on the card; logs that follow; the graph large; every request to the server's origin."""
+    from playwright.sync_api import sync_playwright
+
+    lab = alice_lab
+    app_root = f"{ALICE}spark-appliance/appliance/spark-livy/"
+    seen: list[str] = []
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page = open_lab(browser, lab, seen)
+            wait_for_panel(page)
+            page.locator(".jp-SparkAppliance-launch").click()
+            form = page.locator(".jp-SparkAppliance-form")
+            form.locator('select[name="backend"]').select_option("local")
+            form.locator('input[name="workers"]').fill("1")
+            assert form.locator('input[name="connect"]').is_checked()  # Spark Connect: on by default
+            form.locator('button[type="submit"]').click()
+            card = page.locator('.jp-SparkAppliance-card[data-appliance-id="spark-livy"]')
+            page.locator('.jp-SparkAppliance-card[data-appliance-id="spark-livy"][data-state="running"]').wait_for(
+                timeout=300_000)
+            assert card.locator(".jp-SparkAppliance-connectUrl").inner_text().startswith("sc://localhost:")
+            assert card.locator('a[data-endpoint="spark-ui"]').get_attribute("href") == app_root + "sparkui/"
+            assert card.locator('a[data-endpoint="worker-ui"]').get_attribute("href") == app_root + "workerui/0/"
+
+            # A Livy session makes a running application (its driver), through the proxied Livy.
+            r = call(lab, "POST", "appliance/spark-livy/livy/sessions", json={"kind": "pyspark"})
+            assert r.status_code == 201, r.text
+            session = f"appliance/spark-livy/livy/sessions/{r.json()['id']}"
+            deadline = time.monotonic() + 300
+            while call(lab, "GET", session).json()["state"] != "idle":
+                assert time.monotonic() < deadline, "the Livy session did not become idle"
+                time.sleep(0.5)
+
+            # The Spark UI in a main-area tab: the master with its worker.
+            card.locator('a[data-endpoint="spark-ui"]').click()
+            tab = page.locator(".jp-SparkAppliance-page[data-spark-page^='spark-ui-']")
+            tab.wait_for(timeout=30_000)
+            frame = page.frame_locator(".jp-SparkAppliance-page iframe")
+            frame.locator("text=Spark Master at").first.wait_for(timeout=60_000)
+            assert frame.locator('a[href*="/proxy/worker-"]').count() == 1
+            shot(page, "spark-ui-tab.png")
+            # Click through to the worker's page, and back.
+            frame.locator('a[href*="/proxy/worker-"]').first.click()
+            frame.locator("a", has_text="Back to Master").wait_for(timeout=60_000)
+            iframe = page.frame(url=lambda u: "/proxy/worker-" in u)
+            assert iframe is not None and iframe.url.startswith(f"{lab['origin']}{app_root}sparkui/proxy/worker-")
+            frame.locator("a", has_text="Back to Master").click()
+            frame.locator("text=Spark Master at").first.wait_for(timeout=60_000)
+            # Click through to the gateway driver's jobs page.
+            frame.locator('a[href*="/proxy/app-"]', has_text="livy-gateway").first.click()
+            frame.locator("text=Spark Jobs").first.wait_for(timeout=60_000)
+            jobs = page.frame(url=lambda u: "/proxy/app-" in u)
+            assert jobs is not None and jobs.url.startswith(f"{lab['origin']}{app_root}sparkui/proxy/app-")
+            assert jobs.url.endswith("/jobs/"), jobs.url
+            shot(page, "spark-jobs-tab.png")
+
+            # A long job on the card: progress strictly between 0 and 1, then done.
+            page.evaluate("window.jupyterapp.shell.activateById('jp-spark-appliance-sidebar')")
+            page.evaluate("""() => { window.__progress = [];
+                new MutationObserver(() => {
+                  for (const job of document.querySelectorAll('.jp-SparkAppliance-job[data-status="RUNNING"]')) {
+                    const count = job.querySelector('.jp-SparkAppliance-progressCount');
+                    if (count && count.textContent.endsWith('/40')) {
+                      window.__progress.push(Number(job.querySelector('.jp-SparkAppliance-progress')
+                                                       .dataset.progress));
+                    }
+                  }
+                }).observe(document.body, {subtree: true, childList: true}); }""")
+            import threading
+
+            result: dict = {}
+            worker = threading.Thread(target=lambda: result.update(livy_statement(lab, session, (
+                "import time\n"
+                "spark.sparkContext.parallelize(range(40), 40).map(lambda x: time.sleep(0.4) or x).sum()"))))
+            worker.start()
+            page.wait_for_function("window.__progress.some(v => v > 0 && v < 1)", timeout=300_000)
+            shot(page, "panel-job-progress.png")
+            page.wait_for_function("""() => [...document.querySelectorAll(
+                    '.jp-SparkAppliance-job[data-status="SUCCEEDED"] .jp-SparkAppliance-progressCount')]
+                .some(n => n.textContent === '40/40')""", timeout=300_000)
+            worker.join(300)
+            assert result["output"]["data"]["text/plain"] == str(sum(range(40)))
+            values = page.evaluate("window.__progress")
+            assert any(0 < v < 1 for v in values) and values == sorted(values), values
+
+            # Logs in a tab that follows new lines: a request made now shows up in the gateway's log.
+            livy_row = card.locator('.jp-SparkAppliance-container[data-container-id="livy"]')
+            livy_row.locator(".jp-SparkAppliance-logsButton").click()
+            logs = page.locator('.jp-SparkAppliance-logsTab[data-container="livy"]')
+            logs.locator(".jp-SparkAppliance-logsText", has_text="==> livy-0 (running) <==").wait_for(timeout=30_000)
+            marker = secrets.token_hex(6)
+            assert call(lab, "GET", f"appliance/spark-livy/livy/sessions?from=0&marker={marker}").status_code == 200
+            logs.locator(".jp-SparkAppliance-logsText", has_text=f"marker={marker}").wait_for(timeout=60_000)
+            # The graph opens large.
+            page.evaluate("window.jupyterapp.shell.activateById('jp-spark-appliance-sidebar')")
+            card.locator(".jp-SparkAppliance-graph svg").click()
+            graph = page.locator(".jp-SparkAppliance-graphTab svg")
+            graph.wait_for(timeout=30_000)
+            sidebar_width = page.locator("#jp-spark-appliance-sidebar").bounding_box()["width"]
+            assert graph.bounding_box()["width"] > 2 * sidebar_width
+            shot(page, "graph-tab.png")
+
+            # Every request the browser made went to the Jupyter server, under its base URL.
+            web = [u for u in seen if u.startswith(("http:", "https:", "ws:", "wss:"))]
+            assert web and all(u.startswith(lab["origin"] + ALICE) for u in web), \
+                sorted({u for u in web if not u.startswith(lab["origin"] + ALICE)})
+            assert any("/sparkui/proxy/worker-" in u for u in web) and any("/sparkui/proxy/app-" in u for u in web)
+
+            # Without Jupyter's login the proxied pages are refused: a redirect to the login page.
+            anonymous = browser.new_context()
+            for path in ("sparkui/", "workerui/0/", "applications", "livy/sessions"):
+                r = anonymous.request.get(f"{lab['origin']}{app_root}{path}", max_redirects=0)
+                assert r.status in (302, 403), (path, r.status)
+                if r.status == 302:
+                    assert r.headers["location"].startswith(f"{ALICE}login"), r.headers["location"]
+            anonymous.close()
+        finally:
+            call(lab, "DELETE", "appliance/spark-livy")
+            browser.close()
