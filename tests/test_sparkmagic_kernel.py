@@ -1,6 +1,6 @@
 """End to end as a user: launch spark-livy through the REST API, then a real
 Sparkmagic ``pysparkkernel`` (jupyter_client), reading the config the extension
-wrote, runs a Spark cell on the appliance."""
+wrote, runs a Spark cell on the appliance, and so does its Scala ``sparkkernel``."""
 
 from __future__ import annotations
 
@@ -32,4 +32,13 @@ async def test_pysparkkernel_runs_spark_on_the_appliance(api, sparkmagic_conf_di
     )
     assert "1000" in outputs[0], outputs[0]
     assert "285" in outputs[1], outputs[1]
+    # Sparkmagic's Scala kernel, through the credentials the extension wrote for it (issue 14 item 1).
+    assert config["kernel_scala_credentials"]["url"] == model["links"]["livy"]
+    scala = await run_kernel_process(
+        "sparkkernel", ["spark.range(10).count()"],
+        env={"SPARKMAGIC_CONF_DIR": str(sparkmagic_conf_dir)},
+        kernel_dirs=[os.path.join(os.path.dirname(sparkmagic.__file__), "kernels")],
+    )
+    # Sparkmagic's start-up statement `spark` is res0 (as on Livy).
+    assert scala[0].strip().splitlines()[-1] == "val res1: Long = 10", scala[0]
     assert (await api.call("DELETE", "appliance/e2e"))[0] == 204
