@@ -30,7 +30,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from . import ui
 from .manager import ApplianceManager
@@ -102,7 +102,10 @@ class ProxyBase(ExtensionHandlerMixin, JupyterHandler):
         request = HTTPRequest(f"http://{upstream}/{path.lstrip('/')}", method=method, headers=headers,
                               body=body, follow_redirects=False, connect_timeout=10, request_timeout=120,
                               allow_nonstandard_methods=True)
-        response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        try:  # raise_error=False still raises for timeouts and refused connections
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except (HTTPClientError, OSError) as e:
+            raise web.HTTPError(502, f"the {self.upstream_name} does not answer: {e}") from None
         if response.code == 599:
             raise web.HTTPError(502, f"the {self.upstream_name} does not answer: {response.error}")
         self.set_status(response.code, response.reason)
@@ -226,8 +229,12 @@ class LivyProxyHandler(ProxyBase):
 
 
 async def get_json(url: str, timeout: float = 5.0) -> Any:
-    response = await AsyncHTTPClient().fetch(url, connect_timeout=timeout, request_timeout=timeout,
-                                             raise_error=False)
+    """JSON from ``url``, or None if it does not answer 200 with JSON in time."""
+    try:
+        response = await AsyncHTTPClient().fetch(url, connect_timeout=timeout, request_timeout=timeout,
+                                                 raise_error=False)
+    except (HTTPClientError, OSError):
+        return None
     if response.code != 200:
         return None
     try:

@@ -20,7 +20,7 @@ def kernel_env(jp_serverapp, jp_base_url):
     return {"JUPYTER_SPARK_APPLIANCE_URL": url, "JUPYTER_SPARK_APPLIANCE_TOKEN": jp_serverapp.identity_provider.token}
 
 
-async def test_magic_up_scale_widget_down(api, kernel_env):
+async def test_magic_up_scale_widget_down(api, kernel_env, jp_base_url):
     out = await run_kernel_process("python3", [
         "%load_ext jupyter_spark_appliance",
         "%spark_appliance up --workers 1",
@@ -34,9 +34,9 @@ async def test_magic_up_scale_widget_down(api, kernel_env):
     assert "-a jsa -p $spark_appliance_livy_password -t Basic_Access" in out[1], out[1]
     _, creds = await api.call("GET", "appliance/spark-livy/credentials")
     assert creds["livy"]["password"] and creds["livy"]["password"] not in "".join(out)
-    assert f"expands to {len(creds['livy']['password'])}" in out[5]
+    assert f"expands to {len(creds['livy']['password'])}" in out[4]
     # `session` gives a PySpark session of the kernel on the (authenticated) master in one step.
-    assert "`mine` is a SparkSession on spark://127.0.0.1:" in out[4] and "RESULT 55" in out[4], out[4]
+    assert "`mine` is a SparkSession on spark://127.0.0.1:" in out[3] and "RESULT 55" in out[3], out[3]
     assert "[widget]" in out[1]
     assert "spark-worker" in out[2] and "2/2" in out[2]
     code, model = await api.call("GET", "appliance/spark-livy")
@@ -48,11 +48,23 @@ async def test_magic_up_scale_widget_down(api, kernel_env):
         "from jupyter_spark_appliance.widgets import ApplianceView\n"
         "view = ApplianceView(ApplianceClient(), 'spark-livy')\n"
         "print('slider', view.slider.value)\n"
+        "import re; links = set(re.findall(r'href=\"([^\"]+)\"', view.html.value))\n"
+        "print('LINKS', sorted(u for u in links if '/proxy/app-' not in u))\n"
+        "print('APPLINKS', sorted(re.sub('app-[0-9-]+', 'APP', u) for u in links if '/proxy/app-' in u))\n"
+        "print('CONNECT', re.findall(r'<code>(sc://[^<]+)</code>', view.html.value))\n"
+        "print('APPS', sorted(re.findall(r\"data-app-id='([^']+)'\", view.html.value)) != [])\n"
         "view.slider.value = 1\n"
         "m = view.client.wait('spark-livy')\n"
         "print('workers', [c['instances'] for c in m['containers'] if c['id'] == 'spark-worker'])",
     ], env=kernel_env)
     assert "slider 2" in out[0] and "workers [1]" in out[0], out[0]
+    # The widget's links go through the Jupyter server (its base URL, its auth), never to 127.0.0.1 ports.
+    root = f"{jp_base_url}spark-appliance/appliance/spark-livy/"
+    links = sorted({root + "sparkui/", root + "livy/", root + "workerui/0/", root + "workerui/1/"})
+    assert f"LINKS {links}" in out[0], out[0]
+    assert f"CONNECT ['{model['links']['connect']}']" in out[0] and "APPS True" in out[0], out[0]
+    # Its running applications (the gateway's driver, the Connect server) link to their UIs through the master.
+    assert f"APPLINKS {[root + 'sparkui/proxy/APP/'] * 2}" in out[0], out[0]
     code, model = await api.call("GET", "appliance/spark-livy")
     assert alive_workers(model["links"]["spark-ui"]) == 1
 
