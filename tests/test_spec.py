@@ -157,6 +157,47 @@ def test_templates_render_valid_appliances():
     assert {p.path for p in info.value.problems} == {"workers", "bogus"}
 
 
+def test_spark_livy_serves_its_uis_under_the_server_url_and_runs_connect_by_default():
+    from jupyter_spark_appliance import ui
+    from jupyter_spark_appliance.spark.roles import ROLES, LaunchContext
+
+    ui.configure("/user/alice/")
+    try:
+        app = parse_appliance(render_template("spark-livy", {"id": "demo"}))
+    finally:
+        ui.configure("/")
+    prefix = "/user/alice/spark-appliance/appliance/demo/sparkui"
+    assert {c.id: c.env[ui.UI_PREFIX_ENV] for c in app.containers} == {
+        "livy": prefix, "spark-master": prefix, "spark-worker": prefix, "spark-connect": prefix}
+    connect = app.container("spark-connect")
+    assert connect.image == ROLES["spark-connect"].image and connect.all_dependencies == ("spark-master",)
+    assert [p.container_port for p in connect.ports] == [15002]
+    without = parse_appliance(render_template("spark-livy", {"connect": False}))
+    assert [c.id for c in without.containers] == ["livy", "spark-master", "spark-worker"]
+    with pytest.raises(SpecError) as info:
+        render_template("spark-livy", {"connect": "yes"})
+    assert [(p.path, p.message) for p in info.value.problems] == [("connect", "must be true or false")]
+
+    # The roles turn the prefix into Spark's reverse-proxy settings; Spark refuses "proxy"/"history" in it.
+    def command(role: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        ctx = LaunchContext("127.0.0.1", "127.0.0.1", {7077: 1, 8080: 2, 7078: 3, 8081: 4, 8998: 5, 15002: 6},
+                            ["spark://127.0.0.1:1"], env, Path("/spark"), "python", 1, 1024, Path("/w"), Path("/l"),
+                            secret="s3cret", secret_file=Path("/app/spark-secret"))
+        c = ROLES[role].command(ctx)
+        return c.argv, c.env
+
+    argv, env = command("spark-master", {ui.UI_PREFIX_ENV: prefix})
+    assert f"-Dspark.ui.reverseProxy=true -Dspark.ui.reverseProxyUrl={prefix}" in env["SPARK_MASTER_OPTS"]
+    argv, env = command("livy", {ui.UI_PREFIX_ENV: prefix})
+    assert argv[argv.index("--conf", argv.index("--username")) + 1:][:3] == [
+        "spark.ui.reverseProxy=true", "--conf", f"spark.ui.reverseProxyUrl={prefix}"]
+    argv, env = command("spark-connect", {ui.UI_PREFIX_ENV: prefix})
+    assert "s3cret" not in " ".join(argv) and env == {"JSA_SPARK_AUTH_SECRET_FILE": "/app/spark-secret"}
+    assert "spark.connect.grpc.binding.port=6" in argv and f"spark.ui.reverseProxyUrl={prefix}" in argv
+    argv, env = command("spark-master", {ui.UI_PREFIX_ENV: "/user/proxy-admin/spark-appliance/appliance/x/sparkui"})
+    assert "reverseProxy" not in env["SPARK_MASTER_OPTS"]
+
+
 def test_schema_agrees_with_the_parser_on_examples():
     jsonschema.validate(valid(), SCHEMA)
     jsonschema.validate(render_template("spark-livy", {}), SCHEMA)
