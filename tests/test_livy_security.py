@@ -295,6 +295,10 @@ def test_sessions_run_on_an_authenticated_cluster_with_nothing_secret_in_argv_or
             "spark.hadoop.fs.s3a.secret.key": S3_SECRET}}, auth=AUTH)
         sid = r.json()["id"]
         assert wait_idle(url, sid)["state"] == "idle"
+        # Its JSON shows the key redacted (as Spark's UI does); the driver has the real value.
+        shown = requests.get(f"{url}/sessions/{sid}", auth=AUTH).json()["conf"]
+        assert shown == {"spark.hadoop.fs.s3a.secret.key": "*********(redacted)"}
+        assert S3_SECRET not in requests.get(f"{url}/sessions", auth=AUTH).text
         assert run(url, sid, "sc.getConf().get('spark.hadoop.fs.s3a.secret.key')")["output"]["data"][
             "text/plain"] == repr(S3_SECRET)
         assert run(url, sid, "sc.parallelize(range(10), 2).sum()")["output"]["data"]["text/plain"] == "45"

@@ -52,6 +52,8 @@ MAX_STATEMENTS = 1000
 MAX_INT = 2**31 - 1  # the largest count or size a request may give
 MAX_CONF_BYTES = 64 * 1024  # a session's conf (and each resource list), in all
 MAX_DURATION = 10 * 365 * 86400.0  # seconds
+REDACT = re.compile(r"(?i)secret|password|token|access[.]?key|credential")  # Spark's spark.redaction.regex, and more
+REDACTED = "*********(redacted)"
 MAX_ID_DIGITS = 18  # a longer id names nothing (and int() of 4300+ digits raises)
 SESSION_MEMORY_MB = 8  # a session's share of its driver's heap, for the default sessions-per-driver
 MIN_SESSIONS_PER_DRIVER = 16
@@ -152,7 +154,7 @@ class Session:
             "ttl": r.get("ttl"), "idleTimeout": r.get("idleTimeout"),
             "driverMemory": r.get("driverMemory"), "driverCores": r.get("driverCores"),
             "executorMemory": r.get("executorMemory"), "executorCores": r.get("executorCores"),
-            "numExecutors": r.get("numExecutors"), "conf": r.get("conf", {}),
+            "numExecutors": r.get("numExecutors"), "conf": redact(r.get("conf") or {}),
             "heartbeatTimeoutInSecond": int(self.heartbeat_timeout),
             "jars": r.get("jars", []), "pyFiles": r.get("pyFiles", []), "files": r.get("files", []),
             "archives": r.get("archives", []), "queue": r.get("queue"),
@@ -301,6 +303,11 @@ def driver_settings(request: dict[str, Any], defaults: dict[str, str]) -> dict[s
         conf["spark.cores.max"] = str(n * cores)
     conf.update({str(k): str(v) for k, v in (request.get("conf") or {}).items()})
     return conf
+
+
+def redact(conf: dict[str, str]) -> dict[str, str]:
+    """A session's conf as its JSON shows it: secret values (S3 keys, tokens) redacted, as Spark's UI does."""
+    return {k: REDACTED if REDACT.search(k) else v for k, v in conf.items()}
 
 
 def current_user() -> str:
