@@ -92,3 +92,25 @@ async def test_connect_from_a_kernel_and_refused_without_the_token(api, kernel_e
     assert (f"Error: {APP} has no running Spark Connect server (the spark-livy template starts one unless "
             "launched with connect false)") in out[2], out[2]
     assert f"{APP} stopped and removed" in out[3]
+
+
+def test_the_connect_server_refuses_to_run_without_token_support_or_a_secret(tmp_path):
+    """A Spark whose Connect server ignores spark.connect.authenticate.token would serve anyone: not started."""
+    import subprocess
+    import zipfile
+
+    old = tmp_path / "spark"
+    (old / "jars").mkdir(parents=True)
+    with zipfile.ZipFile(old / "jars" / "spark-connect_2.12-3.5.1.jar", "w") as z:
+        z.writestr("org/apache/spark/sql/connect/config/Connect$.class", b"spark.connect.grpc.binding.port")
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    args = [sys.executable, "-m", "jupyter_spark_appliance.spark.connect_server", "--spark-home", str(old),
+            "--master", "spark://127.0.0.1:1", "--properties-file", str(tmp_path / "p.properties")]
+    env = {**os.environ, "JSA_SPARK_AUTH_SECRET_FILE": str(secret)}
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "has no spark.connect.authenticate.token (Spark 4 has)" in r.stderr, r.stderr
+    env.pop("JSA_SPARK_AUTH_SECRET_FILE")
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "refusing to serve without one" in r.stderr, r.stderr
+    assert not (tmp_path / "p.properties").exists()

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import zipfile
 from pathlib import Path
 
 CONNECT_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 SECRET_FILE_ENV = "JSA_SPARK_AUTH_SECRET_FILE"
 SECRET_ENV = "JSA_CONNECT_SECRET"
+TOKEN_KEY = "spark.connect.authenticate.token"
 
 
 def properties_text(conf: dict[str, str]) -> str:
@@ -37,6 +40,23 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
+def supports_token(spark_home: Path) -> bool:
+    """Whether this Spark's Connect server knows ``spark.connect.authenticate.token``.
+
+    An older one ignores the setting and would serve anyone: its config class names the key if it knows it.
+    """
+    for jar in sorted((spark_home / "jars").glob("spark-connect_*.jar")):
+        try:
+            with zipfile.ZipFile(jar) as z:
+                for name in z.namelist():
+                    if name.startswith("org/apache/spark/sql/connect/config/") and name.endswith(".class") \
+                            and TOKEN_KEY.encode() in z.read(name):
+                        return True
+        except (OSError, zipfile.BadZipFile):
+            continue
+    return False
+
+
 def read_secret() -> str:
     secret = os.environ.pop(SECRET_ENV, "")
     path = os.environ.get(SECRET_FILE_ENV, "")
@@ -54,10 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     conf = dict(c.split("=", 1) for c in args.conf)
     secret = read_secret()
-    if secret:
-        # The master requires Spark's RPC authentication; clients need the token.
-        conf.update({"spark.authenticate": "true", "spark.authenticate.secret": secret,
-                     "spark.connect.authenticate.token": secret})
+    if not secret:
+        sys.exit("spark-connect: no secret for its token (JSA_SPARK_AUTH_SECRET_FILE); refusing to serve without one")
+    if not supports_token(Path(args.spark_home)):
+        sys.exit(f"spark-connect: the Spark in {args.spark_home} has no {TOKEN_KEY} (Spark 4 has); refusing to "
+                 "start a Connect server that anyone on this machine could use")
+    # The master requires Spark's RPC authentication; clients need the token.
+    conf.update({"spark.authenticate": "true", "spark.authenticate.secret": secret, TOKEN_KEY: secret})
     path = Path(args.properties_file)
     write_private(path, properties_text(conf))
     submit = str(Path(args.spark_home) / "bin" / "spark-submit")
