@@ -4,6 +4,7 @@ does not exercise (shapes, states, cancel, errors)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -287,3 +288,24 @@ def test_drivers_and_executors_start_from_recorded_archives(tmp_path):
         proc.terminate()
         proc.wait(30)
         cluster.stop()
+
+
+def test_drivers_exit_when_the_gateway_is_killed(cluster, tmp_path):
+    # SIGKILL gives the gateway no chance to stop its drivers: they see their stdin close
+    # (and their log pipe break) and stop with their JVMs, instead of holding cluster cores.
+    proc, url = _start_gateway(cluster, tmp_path, "--no-warm")
+    try:
+        sid = requests.post(f"{url}/sessions", json={"kind": "pyspark"}).json()["id"]
+        assert wait_session(url, sid)["state"] == "idle"
+        assert run_statement(url, sid, "spark.range(3).count()")["output"]["data"]["text/plain"] == "3"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("SparkSubmit" in " ".join(p.cmdline()) for p in children if p.is_running())
+    finally:
+        proc.kill()
+        proc.wait(30)
+    _, alive = psutil.wait_procs(children, timeout=120)
+    left = [" ".join(p.cmdline())[:200] for p in alive if p.is_running()]
+    for p in alive:  # the test's own processes: none may outlive it, even when it fails
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    assert not left, left
