@@ -185,7 +185,7 @@ class BatchManager:
         fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(java_properties(self._properties(batch)))
-        argv = [str(spark_home / "bin" / "spark-submit"), "--properties-file", str(props)]
+        argv = [str(spark_home / "bin" / "spark-submit"), "--properties-file", str(props), "--load-spark-defaults"]
         if batch.request.get("className"):
             argv += ["--class", batch.request["className"]]
         argv += [batch.request["file"], *(batch.request.get("args") or [])]

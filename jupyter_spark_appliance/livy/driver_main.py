@@ -300,7 +300,8 @@ def build_spark(master: str, app_name: str, conf: dict[str, str], secret: str | 
     fd, path = tempfile.mkstemp(prefix="spark-", suffix=".properties", dir=work_dir)
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(java_properties(props))
-    os.environ["PYSPARK_SUBMIT_ARGS"] = f"--properties-file {shlex.quote(path)} pyspark-shell"
+    # --load-spark-defaults: conf/spark-defaults.conf still applies (below these), as without a file.
+    os.environ["PYSPARK_SUBMIT_ARGS"] = f"--properties-file {shlex.quote(path)} --load-spark-defaults pyspark-shell"
     try:
         SparkContext._ensure_initialized()
     finally:
