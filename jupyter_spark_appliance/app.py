@@ -18,7 +18,7 @@ from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Tuple, Unicode, default
 
-from . import __version__
+from . import __version__, ui
 from .backends.docker import DockerBackend, DockerConfig
 from .backends.local import LocalBackend, LocalConfig
 from .backends.swarm import SwarmBackend, SwarmConfig
@@ -80,7 +80,7 @@ class SparkApplianceApp(ExtensionApp):
     local_roles = Dict(
         default_value=dict(DEFAULT_ROLE_PATTERNS), config=True,
         help="Regular expression (matched against a container's image, then its id) -> local role "
-             "(spark-master, spark-worker, livy). Decides how the local backend runs a container.",
+             "(spark-master, spark-worker, livy, spark-connect). Decides how the local backend runs a container.",
     )
     daemon_java_opts = Unicode(
         FAST_DAEMON_JAVA_OPTS, config=True,
@@ -227,6 +227,9 @@ class SparkApplianceApp(ExtensionApp):
                 "swarm": self.make_swarm_backend}
 
     def initialize_settings(self) -> None:
+        # UI paths in models (ui.py) are under this server's base URL from the start, so a
+        # re-adopted appliance's model is right before the first request sets it too.
+        ui.configure(self.serverapp.base_url if self.serverapp else "/")
         self.store = Store(self.data_dir)
         # Stable across restarts (a new port is the same server) and distinct for two servers
         # on one machine or one engine (another user, another data dir).

@@ -73,7 +73,7 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
     model = await api.wait_state("spark-livy", {"running", "failed"})
     assert model["state"] == "running", model["reason"]
     wire.validator("Appliance").validate(model)  # every field of a real running appliance is declared
-    assert [c["id"] for c in model["containers"]] == ["spark-master", "livy", "spark-worker"]
+    assert [c["id"] for c in model["containers"]] == ["spark-master", "livy", "spark-worker", "spark-connect"]
     assert alive(model) == 1
     for c in model["containers"]:
         assert c["state"] == "running"
