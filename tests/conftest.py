@@ -105,3 +105,14 @@ class Api:
 @pytest.fixture
 def api(jp_fetch, jp_serverapp):
     return Api(jp_fetch)
+
+
+def sparkmagic_endpoint(credentials: dict[str, Any]) -> Any:
+    """Sparkmagic's own Endpoint with Basic auth, from GET appliance/{id}/credentials (as %spark add builds it)."""
+    from argparse import Namespace
+
+    from sparkmagic.auth.basic import Basic
+    from sparkmagic.livyclientlib.endpoint import Endpoint
+
+    livy = credentials["livy"]
+    return Endpoint(livy["url"], Basic(Namespace(url=livy["url"], user=livy["username"], password=livy["password"])))

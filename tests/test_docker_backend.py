@@ -23,6 +23,8 @@ from jupyter_spark_appliance.spark.standalone import alive_workers
 from jupyter_spark_appliance.store import Store
 from jupyter_spark_appliance.templates import DEFAULT_IMAGES
 
+from conftest import sparkmagic_endpoint
+
 pytestmark = pytest.mark.docker
 
 
@@ -70,8 +72,7 @@ async def test_spark_livy_on_docker(api, engine, appliance_data_dir, owner):
     assert model["backend"] == "docker" and alive(model) == 1
 
     containers, networks = ours(engine, "dock")
-    assert sorted(c.name for c in containers) == sorted(named(owner, "dock", c) for c in
-                                                        ("livy", "spark-master", "spark-worker"))
+    assert sorted(c.name for c in containers) == sorted(named(owner, "dock", c["id"]) for c in model["containers"])
     assert [n.name for n in networks] == [network_name("dock", owner_tag(owner))]
     worker = engine.containers.get(named(owner, "dock", "spark-worker"))
     assert worker.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
@@ -91,11 +92,11 @@ async def test_spark_livy_on_docker(api, engine, appliance_data_dir, owner):
     # Sparkmagic's client runs a statement through the gateway container.
     from hdijupyterutils.ipythondisplay import IpythonDisplay
     from sparkmagic.livyclientlib.command import Command
-    from sparkmagic.livyclientlib.endpoint import Endpoint
     from sparkmagic.livyclientlib.sparkcontroller import SparkController
 
     controller = SparkController(IpythonDisplay())
-    controller.add_session("d", Endpoint(model["links"]["livy"], None), False,
+    _, credentials = await api.call("GET", "appliance/dock/credentials")
+    controller.add_session("d", sparkmagic_endpoint(credentials), False,
                            {"kind": "pyspark", "executorMemory": "512m"})
     ok, out, _ = Command("spark.range(100).selectExpr('sum(id)').first()[0]").execute(
         controller.get_session_by_name_or_default("d"))

@@ -10,6 +10,7 @@ lists the expected ALIVE workers again and a Livy statement still runs.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -40,30 +41,32 @@ async def wait_model(api, app_id: str, predicate, what: str, timeout: float = 24
     raise AssertionError(f"timed out waiting for {what}: {json.dumps(model)[:3000]}")
 
 
-def livy_request(url: str, method: str = "GET", body: dict | None = None) -> dict:
+def livy_request(url: str, method: str = "GET", body: dict | None = None, auth: tuple[str, str] = ("", "")) -> dict:
+    login = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json", "X-Requested-By": "test"})
+                                 headers={"Content-Type": "application/json", "X-Requested-By": "test",
+                                          "Authorization": f"Basic {login}"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.load(r)
 
 
-async def livy_statement(livy: str, code: str, timeout: float = 240) -> dict:
+async def livy_statement(livy: str, code: str, auth: tuple[str, str], timeout: float = 240) -> dict:
     """Open a PySpark session, run one statement, close the session; the statement's output."""
-    session = livy_request(f"{livy}/sessions", "POST", {"kind": "pyspark", "executorMemory": "512m"})
+    session = livy_request(f"{livy}/sessions", "POST", {"kind": "pyspark", "executorMemory": "512m"}, auth)
     sid = session["id"]
     try:
         deadline = time.monotonic() + timeout
-        while livy_request(f"{livy}/sessions/{sid}")["state"] != "idle":
+        while livy_request(f"{livy}/sessions/{sid}", auth=auth)["state"] != "idle":
             assert time.monotonic() < deadline, "session never became idle"
             await asyncio.sleep(0.5)
-        st = livy_request(f"{livy}/sessions/{sid}/statements", "POST", {"code": code})
+        st = livy_request(f"{livy}/sessions/{sid}/statements", "POST", {"code": code}, auth)
         while st["state"] not in ("available", "error", "cancelled"):
             assert time.monotonic() < deadline, f"statement still {st['state']}"
             await asyncio.sleep(0.5)
-            st = livy_request(f"{livy}/sessions/{sid}/statements/{st['id']}")
+            st = livy_request(f"{livy}/sessions/{sid}/statements/{st['id']}", auth=auth)
         return st["output"]
     finally:
-        livy_request(f"{livy}/sessions/{sid}", "DELETE")
+        livy_request(f"{livy}/sessions/{sid}", "DELETE", auth=auth)
 
 
 def restarted_running(cid: str, restarts: int):
@@ -98,7 +101,9 @@ async def kill_and_heal(api, app_id: str, kill) -> None:
     model = await wait_model(api, app_id, lambda m: m["state"] == "running" and "spark-ui" in m["links"]
                              and alive_workers(m["links"]["spark-ui"]) == 1, "the worker to re-register", 300)
     assert container(model, "livy")["restarts"] >= 1
-    output = await livy_statement(model["links"]["livy"], "spark.range(10).count()")
+    _, creds = await api.call("GET", f"appliance/{app_id}/credentials")
+    login = (creds["livy"]["username"], creds["livy"]["password"])
+    output = await livy_statement(creds["livy"]["url"], "spark.range(10).count()", login)
     assert output["status"] == "ok" and output["data"]["text/plain"] == "10", output
 
 

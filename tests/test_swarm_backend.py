@@ -24,6 +24,8 @@ from jupyter_spark_appliance.manager import ApplianceManager
 from jupyter_spark_appliance.store import Store
 from jupyter_spark_appliance.templates import DEFAULT_IMAGES, render_template
 
+from conftest import sparkmagic_endpoint
+
 pytestmark = pytest.mark.docker
 
 
@@ -53,9 +55,9 @@ def engine():
 def spark_livy(app_id: str, workers: int) -> dict[str, Any]:
     """The spark-livy template's document with half a CPU per container: Swarm reserves what
     a container asks for, and a 2-core CI node cannot reserve 1 CPU each for Livy, the master
-    and two workers."""
+    and two workers (nor room for a Connect server besides them)."""
     doc = render_template("spark-livy", {"id": app_id, "workers": workers, "worker_memory": 1024,
-                                         "livy_memory": 1536})
+                                         "livy_memory": 1536, "connect": False})
     for c in doc["containers"]:
         c["resources"]["cpus"] = 0.5
     return {**doc, "backend": "swarm"}
@@ -153,11 +155,11 @@ async def test_spark_livy_on_a_single_node_swarm(api, engine, appliance_data_dir
         # Livy service by its name on the overlay network.
         from hdijupyterutils.ipythondisplay import IpythonDisplay
         from sparkmagic.livyclientlib.command import Command
-        from sparkmagic.livyclientlib.endpoint import Endpoint
         from sparkmagic.livyclientlib.sparkcontroller import SparkController
 
         controller = SparkController(IpythonDisplay())
-        controller.add_session("s", Endpoint(model["links"]["livy"], None), False,
+        _, credentials = await api.call("GET", f"appliance/{app_id}/credentials")
+        controller.add_session("s", sparkmagic_endpoint(credentials), False,
                                {"kind": "pyspark", "executorMemory": "512m"})
         ok, out, _ = Command("spark.range(100).selectExpr('sum(id)').first()[0]").execute(
             controller.get_session_by_name_or_default("s"))
@@ -225,7 +227,7 @@ async def test_a_task_that_cannot_be_placed_fails_with_swarms_reason(api, engine
     app_id = f"swbig{uuid.uuid4().hex[:4]}"
     spec = {"id": app_id, "backend": "swarm", "containers": [
         {"id": "spark-master", "type": "service", "image": DEFAULT_IMAGES["spark-master"],
-         "resources": {"cpus": 0.5, "mem": 64 * 2**20}, "ports": [{"container_port": 8080}]}]}
+         "resources": {"cpus": 0.5, "mem": 4 * 2**20}, "ports": [{"container_port": 8080}]}]}  # 4 TB
     code, body = await api.call("POST", "appliance", spec)
     assert code == 201, body
     model = await api.wait_state(app_id, {"failed", "running"}, timeout=180)
@@ -314,11 +316,11 @@ async def test_spark_livy_across_two_nodes(two_nodes, api, monkeypatch):
         # the Livy service's name across the overlay network.
         from hdijupyterutils.ipythondisplay import IpythonDisplay
         from sparkmagic.livyclientlib.command import Command
-        from sparkmagic.livyclientlib.endpoint import Endpoint
         from sparkmagic.livyclientlib.sparkcontroller import SparkController
 
         controller = SparkController(IpythonDisplay())
-        controller.add_session("m", Endpoint(model["links"]["livy"], None), False,
+        _, credentials = await api.call("GET", f"appliance/{app_id}/credentials")
+        controller.add_session("m", sparkmagic_endpoint(credentials), False,
                                {"kind": "pyspark", "executorMemory": "512m"})
         ok, out, _ = Command("spark.range(1000, numPartitions=8).selectExpr('sum(id)').first()[0]").execute(
             controller.get_session_by_name_or_default("m"))

@@ -87,7 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--allowed-hosts", default="", metavar="HOST[,HOST...]",
                    help="Host header names (without port) the gateway answers; others get 403 (DNS "
                         "rebinding). Default: 127.0.0.1, localhost, ::1, the --host address and this "
-                        "machine's hostname. '*' allows any")
+                        "machine's hostname. '*' allows any; 'ip' allows any IP address (DNS rebinding "
+                        "needs a name), for a gateway in a container reached by its node's address")
     p.add_argument("--max-sessions", type=int, default=200, metavar="N",
                    help="most sessions at once; more are refused with 429 (default 200; 0 = no limit)")
     p.add_argument("--max-batches", type=int, default=20, metavar="N",

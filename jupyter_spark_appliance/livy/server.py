@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import json
 import socket
 import time
@@ -44,6 +45,19 @@ def default_allowed_hosts(bind_host: str) -> set[str]:
     """Loopback names, the address the gateway binds and this machine's name."""
     hosts = {"127.0.0.1", "localhost", "::1", bind_host, socket.gethostname()}
     return {normalize_host(h) for h in hosts if h}
+
+
+#: In --allowed-hosts: any IP address literal (a container's gateway is reached by whatever
+#: address its node has). DNS rebinding needs a name, so addresses are safe to accept.
+IP_LITERALS = "ip"
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def normalize_host(host: str) -> str:
@@ -105,7 +119,7 @@ class LivyHandler(web.RequestHandler):
         allowed = self.security.allowed_hosts
         if allowed is not None:
             host = host_of(self.request.headers.get("Host", ""))
-            if host not in allowed:
+            if host not in allowed and not (IP_LITERALS in allowed and is_ip_literal(host)):
                 shown = host if len(host) <= 100 else host[:100] + "..."
                 self._fail(403, f"Host {shown!r} is not allowed (the gateway's --allowed-hosts)")
                 return

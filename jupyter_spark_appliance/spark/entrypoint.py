@@ -40,12 +40,19 @@ def cds() -> ClassDataSharing:
 
 def record_cds() -> None:
     """Record the master, worker, driver and executor archives into the image (run by the Dockerfile)."""
-    workdir = Path(tempfile.mkdtemp(prefix="jsa-cds-"))
-    try:
-        recorded = record_archives(cds(), spark_home(), FAST_DAEMON_JAVA_OPTS, workdir, python=sys.executable)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    missing = [r for r in DAEMON_ROLES + APP_ROLES if not cds().use_opts(r, spark_home())]
+    recorded: list[str] = []
+    missing: list[str] = []
+    # An archive is written as its JVM exits; on a busy build machine an executor can be
+    # stopped before it wrote its archive. Only the missing ones are recorded again.
+    for _ in range(3):
+        workdir = Path(tempfile.mkdtemp(prefix="jsa-cds-"))
+        try:
+            recorded += record_archives(cds(), spark_home(), FAST_DAEMON_JAVA_OPTS, workdir, python=sys.executable)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        missing = [r for r in DAEMON_ROLES + APP_ROLES if not cds().use_opts(r, spark_home())]
+        if not missing:
+            break
     print(f"class-data-sharing archives recorded: {', '.join(recorded) or 'none'}; "
           f"missing: {', '.join(missing) or 'none'}")
 

@@ -185,6 +185,8 @@ def _livy(ctx: LaunchContext) -> Command:
         if ctx.secret_file is not None:
             env["JSA_SPARK_AUTH_SECRET_FILE"] = str(ctx.secret_file)
     if ctx.contained:
+        # Clients reach it by its container name or by whatever address its node has.
+        argv += ["--allowed-hosts", f"127.0.0.1,localhost,::1,{ctx.advertise_host},ip"]
         # Executors on other containers connect back to the driver by this name.
         argv += ["--conf", f"spark.driver.host={ctx.advertise_host}", "--conf", "spark.driver.bindAddress=0.0.0.0"]
     for key, value in reverse_proxy_conf(ctx).items():  # its drivers' UIs, through the master's proxy
