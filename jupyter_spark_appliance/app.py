@@ -134,6 +134,11 @@ class SparkApplianceApp(ExtensionApp):
              "volumes, e.g. ['/data/shared']. Empty (the default): no host path. '/', /proc, /sys, /dev, "
              "/etc and the Docker socket are refused whatever this says.",
     )
+    max_appliances = Int(
+        10, config=True,
+        help="Most appliances this server runs at once (each is several JVMs); a launch past it gets a 429 "
+             "that says so. 0: no limit.",
+    )
     child_env_allow = List(
         Unicode(), config=True,
         help="Names (fnmatch patterns, e.g. 'HADOOP_*') of the server's environment variables that the "
@@ -243,6 +248,7 @@ class SparkApplianceApp(ExtensionApp):
             stop_on_shutdown=self.stop_on_shutdown,
             owner=owner,
             restart_policy=self.restart_policy,
+            max_appliances=self.max_appliances,
         )
         if self.write_sparkmagic_config:
             self.manager.listeners.append(SparkmagicWiring())

@@ -22,7 +22,7 @@ from tornado.iostream import StreamClosedError
 from . import ui
 from .backends.base import BackendUnavailable
 from .graph_view import render_graph_page
-from .manager import ApplianceManager, Conflict, StorageError
+from .manager import ApplianceManager, Conflict, StorageError, TooMany
 from .proxy import proxy_handlers
 from .spec import SpecError, decode_document
 
@@ -80,6 +80,8 @@ class AppliancesHandler(BaseHandler):
             raise web.HTTPError(503, str(e)) from None
         except StorageError as e:
             raise web.HTTPError(507, str(e)) from None
+        except TooMany as e:
+            raise web.HTTPError(429, str(e)) from None
         self.set_header("Location", self.request.path.rstrip("/") + f"/{record.id}")
         self.reply(201, self.manager.model(record))
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .backends.base import Backend, BackendUnavailable
+from .capacity import POLL_SECONDS, ask_gateway
 from .credentials import ensure_credentials
 from .model import make_appliance_model
 from .orchestrator import LaunchFailed, Orchestrator
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 class StorageError(RuntimeError):
     """The data dir cannot be written (full, read-only): a 507 that says so."""
+
+
+class TooMany(RuntimeError):
+    """A limit of the server is reached: a 429 naming it."""
 
 
 class Conflict(Exception):
@@ -48,6 +53,7 @@ class ApplianceManager:
         monitor_interval: float = 1.0,
         owner: str = "",
         restart_policy: str = "on-failure",
+        max_appliances: int = 0,
         clock: Callable[[], float] = time.time,
     ):
         self.store = store
@@ -60,6 +66,7 @@ class ApplianceManager:
         self.monitor_interval = monitor_interval
         self.owner = owner
         self.restart_policy = restart_policy
+        self.max_appliances = max_appliances
         self.clock = clock
         self.records: dict[str, ApplianceRecord] = {}
         self.orchestrators: dict[str, Orchestrator] = {}
@@ -195,6 +202,7 @@ class ApplianceManager:
         orch.record.launched = True
 
     async def _watch(self) -> None:
+        last_capacity = 0.0
         while True:
             await asyncio.sleep(self.monitor_interval)
             for orch in list(self.orchestrators.values()):
@@ -202,6 +210,22 @@ class ApplianceManager:
                     await orch.reconcile()
                 except Exception:  # noqa: BLE001 - the monitor must survive anything
                     log.exception("reconciling %s failed", orch.record.id)
+            if time.monotonic() - last_capacity >= POLL_SECONDS:
+                last_capacity = time.monotonic()
+                await asyncio.gather(*(self._check_capacity(r) for r in list(self.records.values())),
+                                     return_exceptions=True)
+
+    async def _check_capacity(self, record: ApplianceRecord) -> None:
+        """Ask the appliance's gateway whether statements wait for cores; an event when that changes."""
+        livy = self.credentials_model(record)["livy"] if record.state == "running" else None
+        capacity = await ask_gateway(livy["url"], livy["username"], livy["password"]) \
+            if livy and livy["url"] else None
+        before = record.capacity
+        record.capacity = capacity
+        if (before is None) != (capacity is None) or (before and capacity and (
+                before.short, before.message, before.cores_free) != (capacity.short, capacity.message,
+                                                                     capacity.cores_free)):
+            self._emit(record, None, "update")
 
     async def shutdown(self) -> None:
         if self._monitor:
@@ -281,7 +305,10 @@ class ApplianceManager:
         problems = backend.check(appliance)
         if problems:
             raise SpecError(problems)
-        # Both checks happen before any await, so two concurrent POSTs cannot both pass.
+        # These checks happen before any await, so two concurrent POSTs cannot both pass.
+        if self.max_appliances and appliance.id not in self.records and len(self.records) >= self.max_appliances:
+            raise TooMany(f"this server runs {len(self.records)} appliances, its limit "
+                          f"(c.SparkApplianceApp.max_appliances = {self.max_appliances}): stop one first")
         if appliance.id in self.records or not self.store.claim(appliance.id):
             raise Conflict(f"an appliance with id {appliance.id!r} exists already")
         record = ApplianceRecord.new(appliance, backend_name, template=template, owner=self.owner)

@@ -106,5 +106,6 @@ def make_appliance_model(record: ApplianceRecord) -> dict[str, Any]:
         "ui": uis,
         "warnings": list(record.appliance.warnings),
         "sparkmagic": record.sparkmagic.to_json() if record.sparkmagic else None,
+        "resources": record.capacity.to_json() if record.capacity else None,
     }
     return out

@@ -10,6 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .capacity import Capacity
 from .credentials import Credentials
 from .handles import Handle, handle_from_json
 from .spec import INSTANCE_STATES, TERMINAL_STATES, Appliance, parse_appliance
@@ -149,6 +150,8 @@ class ApplianceRecord:
     deleting: bool = False  # a DELETE is under way: other changes get a 409
     # The appliance's secret (credentials.py): read from its own 0600 files, never in record.json.
     credentials: Credentials | None = field(default=None, repr=False, compare=False)
+    # Whether Livy statements wait for cores now (capacity.py): asked of the gateway, not persisted.
+    capacity: Capacity | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:

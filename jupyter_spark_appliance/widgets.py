@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from .client import ApplianceClient, ApplianceError
+from .spec import MAX_INSTANCES
 
 COLOURS = {"running": "#2e7d32", "staging": "#f0ad4e", "pending": "#9e9e9e", "submitted": "#9e9e9e",
            "failed": "#c62828", "killed": "#616161", "success": "#1565c0"}
@@ -98,15 +99,20 @@ class ApplianceView:
 
         self.client, self.app_id, self.worker, self.interval = client, app_id, worker, interval
         self.html = w.HTML()
-        self.slider = w.IntSlider(description="workers", min=0, max=16, continuous_update=False)
+        self.slider = w.IntSlider(description="workers", min=0, max=MAX_INSTANCES, continuous_update=False)
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop")
         self.message = w.HTML()
-        self.widget = w.VBox([self.html, w.HBox([self.slider, self.stop_button]), self.message])
+        # Shown while Livy statements wait for cores: the gateway's words and one more worker.
+        self.short = w.HTML()
+        self.add_worker = w.Button(description="Add a worker", button_style="warning", icon="plus")
+        self.short_box = w.HBox([self.short, self.add_worker], layout=w.Layout(display="none"))
+        self.widget = w.VBox([self.html, self.short_box, w.HBox([self.slider, self.stop_button]), self.message])
         self._syncing = False
         self._closed = threading.Event()
         self.refresh()
         self.slider.observe(self._on_slider, names="value")
         self.stop_button.on_click(self._on_stop)
+        self.add_worker.on_click(lambda _: self._on_slider({"new": self.slider.value + 1}))
         threading.Thread(target=self._poll, daemon=True).start()
 
     def _ipython_display_(self) -> None:
@@ -132,13 +138,17 @@ class ApplianceView:
             except ApplianceError:
                 apps = None
         self.html.value = render_html(model, apps)
+        res = model.get("resources") or {}
+        self.short_box.layout.display = "flex" if res.get("short") else "none"
+        self.short.value = html.escape(res.get("message") or "statements wait for cluster resources") \
+            if res.get("short") else ""
         worker = next((c for c in model["containers"] if c["id"] == self.worker), None)
         self._syncing = True
         try:
             if worker is None:
                 self.slider.layout.display = "none"
             else:
-                self.slider.max = max(self.slider.max, worker["instances"])
+                self.slider.max = max(MAX_INSTANCES, worker["instances"])
                 self.slider.value = worker["instances"]
                 self.slider.disabled = worker["state"] == "staging"
         finally:

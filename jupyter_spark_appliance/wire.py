@@ -93,7 +93,12 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "ui": {**STRINGS, "description": "endpoint name -> the browser's URL through the Jupyter server "
                                          "(spark-ui, livy, worker-ui); links are the raw host:port ones"},
         "warnings": array(STRING),
-        "sparkmagic": nullable(ref("SparkmagicStatus"))}),
+        "sparkmagic": nullable(ref("SparkmagicStatus")),
+        "resources": nullable(ref("Capacity"))}),
+    "Capacity": obj({
+        "short": BOOLEAN, "message": nullable(STRING), "waiting_sessions": INTEGER,
+        "cores_free": nullable(INTEGER), "cores_total": nullable(INTEGER), "checked": NUMBER},
+        description="Whether the appliance's Livy statements wait for cores now (asked of its gateway)."),
     "ApplianceList": obj({"appliances": array(ref("Appliance"))}),
     "InstanceLogs": obj({"index": INTEGER, "name": STRING, "state": ref("State"), "lines": array(STRING)}),
     "Logs": obj({"appliance": STRING, "container": STRING, "instances": array(ref("InstanceLogs"))}),

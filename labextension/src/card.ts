@@ -70,6 +70,7 @@ export class ApplianceCard extends Widget {
   private readonly containersNode: HTMLElement;
   private readonly headerState: HTMLElement;
   private readonly message: HTMLElement;
+  private readonly shortNode: HTMLElement;
   private readonly logsNode: HTMLPreElement;
   private readonly graphNode: HTMLElement;
   private readonly connectNode: HTMLElement;
@@ -114,6 +115,9 @@ export class ApplianceCard extends Widget {
 
     this.message = el('div', { class: 'jp-SparkAppliance-message' });
     this.node.appendChild(this.message);
+    this.shortNode = el('div', { class: 'jp-SparkAppliance-short' });
+    this.shortNode.hidden = true;
+    this.node.appendChild(this.shortNode);
     this.connectNode = el('div', { class: 'jp-SparkAppliance-connect' });
     this.node.appendChild(this.connectNode);
     this.appsNode = el('div', { class: 'jp-SparkAppliance-apps' });
@@ -164,9 +168,30 @@ export class ApplianceCard extends Widget {
       this.slider.disabled = busy || this.pendingScale || model.state === 'failed' && worker.state !== 'failed';
     }
     this.message.textContent = model.reason ?? '';
+    this.renderShort(worker);
     this.renderConnect();
     void this.refreshGraph();
     this.scheduleApps(0);
+  }
+
+  /** Statements wait for cores: say so (the gateway's words) and offer one more worker in one click. */
+  private renderShort(worker: ContainerModel | undefined): void {
+    const res = this.model.resources;
+    this.shortNode.hidden = !res?.short;
+    if (!res?.short) {
+      this.shortNode.replaceChildren();
+      return;
+    }
+    const text = el('span', { class: 'jp-SparkAppliance-shortText' },
+      res.message ?? `${res.waiting_sessions} session(s) wait for cluster resources`);
+    const nodes: HTMLElement[] = [text];
+    if (worker && worker.instances < this.maxInstances) {
+      const add = el('button', { class: 'jp-Button jp-mod-styled jp-mod-accept jp-SparkAppliance-addWorker' },
+        'Add a worker');
+      add.addEventListener('click', () => void this.scale(worker.instances + 1));
+      nodes.push(add);
+    }
+    this.shortNode.replaceChildren(...nodes);
   }
 
   /** Spark Connect's address (never its token) and how to use it from a kernel. */

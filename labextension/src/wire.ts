@@ -82,6 +82,17 @@ export interface Appliance {
   ui: { [key: string]: string };
   warnings: string[];
   sparkmagic: SparkmagicStatus | null;
+  resources: Capacity | null;
+}
+
+/** Whether the appliance's Livy statements wait for cores now (asked of its gateway). */
+export interface Capacity {
+  short: boolean;
+  message: string | null;
+  waiting_sessions: number;
+  cores_free: number | null;
+  cores_total: number | null;
+  checked: number;
 }
 
 export interface ApplianceList {
