@@ -23,6 +23,7 @@ from . import ui
 from .backends.base import BackendUnavailable
 from .graph_view import render_graph_page
 from .manager import ApplianceManager, Conflict, StorageError, TooMany
+from .model import unreadable_model
 from .proxy import proxy_handlers
 from .spec import SpecError, decode_document
 
@@ -90,12 +91,16 @@ class ApplianceHandler(BaseHandler):
     @web.authenticated
     @authorized
     async def get(self, app_id: str) -> None:
+        if app_id in self.manager.unreadable:
+            self.finish(json.dumps(unreadable_model(self.manager.unreadable[app_id])))
+            return
         self.finish(json.dumps(self.manager.model(self.record_or_404(app_id))))
 
     @web.authenticated
     @authorized
     async def delete(self, app_id: str) -> None:
-        self.record_or_404(app_id)
+        if app_id not in self.manager.unreadable:
+            self.record_or_404(app_id)
         try:
             await self.manager.delete(app_id)
         except Conflict as e:

@@ -16,11 +16,12 @@ from typing import Any
 from .backends.base import Backend, BackendUnavailable
 from .capacity import POLL_SECONDS, ask_gateway
 from .credentials import ensure_credentials
-from .model import make_appliance_model
+from .handles import handle_from_json
+from .model import make_appliance_model, unreadable_model
 from .orchestrator import LaunchFailed, Orchestrator
 from .spec import MAX_INSTANCES, Appliance, Container, Problem, SpecError, check_instances, parse_appliance
 from .state import ApplianceRecord, Instance
-from .store import Store
+from .store import Store, Unreadable
 from .templates import list_templates, render_template
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class ApplianceManager:
         self.listeners: list[Listener] = []
         self._monitor: asyncio.Task[None] | None = None
         self._loaded = False  # every record was read (so leftovers can be told from ours)
+        self.unreadable: dict[str, Unreadable] = {}  # records that could not be read: listed as failed
 
     # ------------------------------------------------------------------ backends
 
@@ -148,7 +150,9 @@ class ApplianceManager:
     async def start(self) -> None:
         """Load records and re-adopt what still runs; start the reconciling monitor."""
         self._monitor = asyncio.ensure_future(self._watch())
-        for record in self.store.load_all():
+        records, unreadable = self.store.load()
+        self.unreadable = {u.id: u for u in unreadable}
+        for record in records:
             await self._adopt(record)
         self._loaded = True
         known = set(self.records)
@@ -249,7 +253,7 @@ class ApplianceManager:
     # ------------------------------------------------------------------ queries
 
     def list(self) -> list[dict[str, Any]]:
-        return [self.model(r) for r in self.records.values()]
+        return [self.model(r) for r in self.records.values()] + [unreadable_model(u) for u in self.unreadable.values()]
 
     def get(self, app_id: str) -> ApplianceRecord | None:
         return self.records.get(app_id)
@@ -309,6 +313,8 @@ class ApplianceManager:
         if self.max_appliances and appliance.id not in self.records and len(self.records) >= self.max_appliances:
             raise TooMany(f"this server runs {len(self.records)} appliances, its limit "
                           f"(c.SparkApplianceApp.max_appliances = {self.max_appliances}): stop one first")
+        if appliance.id in self.unreadable:
+            raise Conflict(f"appliance {appliance.id!r} has a record this server cannot read: DELETE it first")
         if appliance.id in self.records or not self.store.claim(appliance.id):
             raise Conflict(f"an appliance with id {appliance.id!r} exists already")
         record = ApplianceRecord.new(appliance, backend_name, template=template, owner=self.owner)
@@ -355,6 +361,9 @@ class ApplianceManager:
 
     async def delete(self, app_id: str) -> bool:
         """Stop everything and forget the appliance; Conflict if a DELETE is already under way."""
+        if app_id in self.unreadable:
+            await self._delete_unreadable(self.unreadable.pop(app_id))
+            return True
         record = self.records.get(app_id)
         if record is None:
             return False
@@ -375,6 +384,35 @@ class ApplianceManager:
         self.store.remove(app_id)
         self._notify(record, None, "deleted")
         return True
+
+    async def _delete_unreadable(self, bad: Unreadable) -> None:
+        """Stop what an unreadable record still describes (the handles that parse), then free its id."""
+        data = bad.data or {}
+        try:
+            backend = self.backend(str(data.get("backend") or self.default_backend))
+        except (SpecError, BackendUnavailable) as e:
+            log.warning("Cannot stop what %s describes: %s", bad.id, e)
+            backend = None
+        instances = data.get("instances") if isinstance(data.get("instances"), dict) else {}
+        for insts in instances.values():
+            for raw in insts if isinstance(insts, list) else []:
+                try:
+                    handle = handle_from_json(raw.get("handle") if isinstance(raw, dict) else None)
+                except (ValueError, TypeError) as e:
+                    log.warning("Skipping an instance of %s: %s", bad.id, e)
+                    continue
+                if handle is not None and backend is not None:
+                    try:
+                        await backend.stop(handle)
+                    except Exception as e:  # noqa: BLE001 - stop all that can be stopped
+                        log.warning("Could not stop an instance of %s: %s", bad.id, e)
+        if backend is not None:
+            try:
+                await backend.cleanup(bad.id)
+            except Exception as e:  # noqa: BLE001
+                log.warning("Could not clean up %s: %s", bad.id, e)
+        self.store.remove(bad.id)
+        self._emit_deleted(bad.id)
 
     # ------------------------------------------------------------------ events
 
@@ -417,6 +455,12 @@ class ApplianceManager:
                                  "state": inst.state, "reason": inst.reason}
         if kind != "deleted":
             event["appliance"] = self.model(record)
+        self._publish(event)
+
+    def _emit_deleted(self, app_id: str) -> None:
+        self._publish({"type": "deleted", "id": app_id, "time": time.time(), "state": "deleted"})
+
+    def _publish(self, event: dict[str, Any]) -> None:
         for queue in list(self._subscribers):
             try:
                 queue.put_nowait(event)

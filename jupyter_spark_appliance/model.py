@@ -11,6 +11,7 @@ from . import ui
 from .plan import start_order
 from .spark.roles import link_labels, link_schemes
 from .state import ApplianceRecord, Endpoint
+from .store import Unreadable
 
 # Endpoints that browsers open: named ports get a URL in "links".
 HTTP_PORT_NAMES = link_labels()
@@ -49,6 +50,17 @@ def ui_path(record: ApplianceRecord, role: str | None, ep: Endpoint, index: int,
     if proxied and role == "spark-worker" and ep.container_port == 8081:
         return root + f"workerui/{index}/"
     return None
+
+
+def unreadable_model(bad: Unreadable) -> dict[str, Any]:
+    """An appliance whose record cannot be read: failed, with why, so the user sees it and can DELETE it."""
+    data = bad.data or {}
+    return {
+        "id": bad.id, "state": "failed", "backend": str(data.get("backend") or ""),
+        "reason": f"its record cannot be read ({bad.reason}); DELETE stops what it still describes",
+        "created": bad.created, "template": None, "containers": [], "links": {}, "ui": {}, "warnings": [],
+        "sparkmagic": None, "resources": None,
+    }
 
 
 def make_appliance_model(record: ApplianceRecord) -> dict[str, Any]:

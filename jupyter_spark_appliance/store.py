@@ -12,7 +12,9 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .spec import SpecError
 from .state import ApplianceRecord
@@ -20,6 +22,20 @@ from .state import ApplianceRecord
 log = logging.getLogger(__name__)
 
 RECORD = "record.json"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A record that cannot be read (a newer version, a hand edit, a torn disk): kept, not dropped.
+
+    Its processes may still run and its id is still taken: the manager lists it as
+    failed with the reason, and a DELETE stops what ``data`` still describes.
+    """
+
+    id: str
+    reason: str
+    data: dict[str, Any] | None  # the JSON, if it parsed at all
+    created: float
 
 
 class Store:
@@ -55,19 +71,32 @@ class Store:
             raise
 
     def load_all(self) -> list[ApplianceRecord]:
-        records = []
+        return self.load()[0]
+
+    def load(self) -> tuple[list[ApplianceRecord], list[Unreadable]]:
+        """Every record, and the ones that cannot be read (with why)."""
+        records: list[ApplianceRecord] = []
+        unreadable: list[Unreadable] = []
         if not self.root.is_dir():
-            return records
+            return records, unreadable
         for path in sorted(self.root.glob(f"*/{RECORD}")):
+            data: Any = None
             try:
                 data = json.loads(path.read_text() or "null")
                 if data is None:  # claimed but never written: a crash mid-create
                     shutil.rmtree(path.parent, ignore_errors=True)
                     continue
                 records.append(ApplianceRecord.from_json(data))
-            except (OSError, ValueError, KeyError, TypeError, SpecError) as e:
-                log.warning("Ignoring unreadable appliance record %s: %s", path, e)
-        return records
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, AssertionError, SpecError) as e:
+                log.warning("Unreadable appliance record %s: %s", path, e)
+                try:
+                    created = path.stat().st_mtime
+                except OSError:
+                    created = 0.0
+                reason = f"{type(e).__name__}: {e}"
+                unreadable.append(Unreadable(path.parent.name, reason[:2000],
+                                             data if isinstance(data, dict) else None, created))
+        return records, unreadable
 
     def remove(self, appliance_id: str) -> None:
         shutil.rmtree(self.dir(appliance_id), ignore_errors=True)

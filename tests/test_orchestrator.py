@@ -8,9 +8,11 @@ test_launch_local.py, test_self_healing.py and test_docker_backend.py.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
+from jupyter_spark_appliance import wire
 from jupyter_spark_appliance.manager import ApplianceManager, Conflict
 from jupyter_spark_appliance.orchestrator import MAX_BACKOFF, backoff
 from jupyter_spark_appliance.spec import SpecError
@@ -272,3 +274,32 @@ async def test_a_new_manager_readopts_and_restarts_what_died_meanwhile(tmp_path,
     await second.delete("app")
     assert machine.alive() == []
     await second.shutdown()
+
+
+async def test_an_unreadable_record_is_listed_failed_and_delete_stops_what_it_describes(tmp_path, machine, clock):
+    first = make_manager(tmp_path, machine, clock)
+    await launched(first)
+    await first.shutdown()  # stop_on_shutdown=False: everything keeps running
+    path = tmp_path / "app" / "record.json"
+    data = json.loads(path.read_text())
+    data["document"] = {"id": "app"}  # e.g. a hand edit, or a format this version cannot read
+    path.write_text(json.dumps(data))
+
+    second = make_manager(tmp_path, machine, clock)
+    await second.start()
+    (listed,) = second.list()
+    assert listed["id"] == "app" and listed["state"] == "failed" and "cannot be read" in listed["reason"]
+    assert wire_errors("Appliance", listed) == []
+    with pytest.raises(Conflict, match="cannot read"):
+        await second.create(SPEC)  # the id stays taken while its processes may run
+    assert len(machine.alive()) == 4
+    assert await second.delete("app")
+    assert machine.alive() == [] and not (tmp_path / "app").exists()
+    await second.create(SPEC)  # and the id is free again
+    await settle(second)
+    assert second.get("app").state == "running"
+    await second.shutdown()
+
+
+def wire_errors(schema: str, instance) -> list[str]:
+    return [e.message for e in wire.validator(schema).iter_errors(instance)]
