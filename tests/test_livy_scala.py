@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -112,6 +113,18 @@ def test_scala_outputs_errors_and_isolation(gateway):
     assert "elided" in "".join(err["traceback"]), err
     err = run_statement(gateway, a, "def f(")["output"]
     assert (err["ename"], err["evalue"], err["traceback"]) == ("Error", "incomplete statement", [])
+    # Output past --max-output-bytes (1 MiB) stops growing in the driver and ends with a note.
+    big = run_statement(gateway, a, '(1 to 300000).foreach(i => println("x" * 20))')["output"]
+    assert big["status"] == "ok" and big["data"]["text/plain"].startswith("x" * 20 + "\n"), big["status"]
+    assert "[output truncated:" in big["data"]["text/plain"] and len(json.dumps(big)) <= 1024 * 1024 + 512
+    # Printing for a while: the driver's monitor empties the buffer once it passes the limit.
+    slow = run_statement(gateway, a, '(1 to 60).foreach { i => println("y" * 100000); Thread.sleep(50) }')["output"]
+    plain = slow["data"]["text/plain"]
+    assert plain.startswith("y" * 100000 + "\n") and len(json.dumps(slow)) <= 1024 * 1024 + 512
+    # 6 MB were printed; what reached the gateway was cut in the driver to about the limit.
+    seen = int(re.search(r"\[output truncated: (\d+) bytes", plain).group(1))
+    assert 1024 * 1024 < seen < 3 * 1024 * 1024, seen
+    assert text(run_statement(gateway, a, "1 + 2")).endswith("Int = 3")
     # sql-kind statements in a Scala session
     sql = run_statement(gateway, a, "SELECT 2 AS two", kind="sql")["output"]["data"]["application/json"]
     assert sql["data"] == [[2]] and [f["name"] for f in sql["schema"]["fields"]] == ["two"]
@@ -125,6 +138,13 @@ def test_scala_outputs_errors_and_isolation(gateway):
         "val res0: Option[String] = None"
     err = run_statement(gateway, b, "k")["output"]
     assert err["status"] == "error" and "not found: value k" in err["evalue"] + "".join(err["traceback"]), err
+    # The same code in both sessions compiles to classes of their own: on the same executors,
+    # each closure sees its own session's k (the interpreters number their lines apart).
+    assert text(run_statement(gateway, b, "val k = 5")) == "val k: Int = 5"
+    assert text(run_statement(gateway, b, "sc.parallelize(1 to 4, 2).map(_ * k).collect().sum")) == \
+        "val res2: Int = 50"  # res1 went to the failed `k`
+    assert text(run_statement(gateway, a, "sc.parallelize(1 to 4, 2).map(_ * k).collect().sum")).endswith(
+        "Int = 30")
     for sid in (a, b):
         assert requests.delete(f"{gateway}/sessions/{sid}").json() == {"msg": "deleted"}
 

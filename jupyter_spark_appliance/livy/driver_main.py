@@ -246,6 +246,8 @@ class Monitor:
             stmt = session.current
             if stmt is None:
                 continue
+            if session.current_kind == "spark" and session.scala is not None:
+                session.scala.check_output(repl.OUTPUT_LIMIT)
             key = (session.sid, stmt)
             seen.add(key)
             tasks = self.statement_tasks(tracker, session.group(stmt))

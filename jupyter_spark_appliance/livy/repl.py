@@ -52,6 +52,14 @@ def _json_size(value: Any) -> int:
     return len(json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "replace"))
 
 
+def _cut_to(text: str, budget: int, note: str) -> str:
+    """The start of ``text`` plus ``note``, at most ``budget`` bytes as JSON (escapes count: a newline is 2)."""
+    cut = max(0, min(len(text), budget - len(note)))
+    while cut and _json_size(text[:cut] + note) > budget:
+        cut = int(cut * 0.9)
+    return text[:cut] + note
+
+
 def cap_output(output: dict[str, Any] | None, limit: int) -> dict[str, Any] | None:
     """A Livy output of at most about ``limit`` bytes: strings cut with a note, rows dropped, still valid."""
     if output is None or limit <= 0:
@@ -80,7 +88,7 @@ def cap_output(output: dict[str, Any] | None, limit: int) -> dict[str, Any] | No
         if _json_size(value) <= budget:
             continue
         if isinstance(value, str) and mime.startswith("text/"):
-            data[mime] = value[: budget - len(note)] + note
+            data[mime] = _cut_to(value, budget, note)
         elif isinstance(value, dict) and isinstance(value.get("data"), list):  # sql and %table: fewer rows
             rows = value["data"]
             lo, hi = 0, len(rows)
