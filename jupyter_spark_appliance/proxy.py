@@ -135,6 +135,19 @@ class ProxyBase(ExtensionHandlerMixin, JupyterHandler):
         return path + (f"?{parts.query}" if parts.query else "")
 
 
+class ApiProxyBase(ProxyBase):
+    """For routes programs call (Livy clients, the panel's polling): no login page without a login.
+
+    As jupyter_server's APIHandler does: ``@web.authenticated`` would redirect a
+    GET to the HTML login page; an API client must get a JSON 403 instead.
+    """
+
+    def get_login_url(self) -> str:
+        if not self.current_user:
+            raise web.HTTPError(403, "a Jupyter login (token or cookie) is required")
+        return super().get_login_url()
+
+
 class SparkUIHandler(ProxyBase):
     upstream_name = "Spark master UI"
 
@@ -191,7 +204,7 @@ class WorkerUIHandler(ProxyBase):
                                  "(it may still be registering)")
 
 
-class LivyProxyHandler(ProxyBase):
+class LivyProxyHandler(ApiProxyBase):
     upstream_name = "Livy gateway"
 
     async def _forward(self, app_id: str) -> None:
@@ -283,7 +296,7 @@ async def application_model(master: str, app: dict[str, Any], app_ui: str | None
     return out
 
 
-class ApplicationsHandler(ProxyBase):
+class ApplicationsHandler(ApiProxyBase):
     """``GET appliance/{id}/applications``: the Applications wire shape (wire.py)."""
 
     @web.authenticated
