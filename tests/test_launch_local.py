@@ -7,6 +7,7 @@ the real Livy gateway; nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -88,8 +89,12 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
     assert written["custom_headers"] == {"X-Mine": "keep"} and written["logging_config"] == {"version": 1}
     assert json.loads((sparkmagic_conf_dir / "config.json.bak").read_text()) == user_config
     assert model["sparkmagic"]["url"] == livy
-    with urllib.request.urlopen(livy + "/version", timeout=5) as r:
-        assert "version" in json.load(r)
+    assert written["kernel_python_credentials"]["auth"] == "Basic_Access"
+    login = base64.b64encode(f"{written['kernel_python_credentials']['username']}:"
+                             f"{written['kernel_python_credentials']['password']}".encode()).decode()
+    req = urllib.request.Request(livy + "/version", headers={"Authorization": f"Basic {login}"})
+    with urllib.request.urlopen(req, timeout=5) as r:  # with the credentials Sparkmagic was given
+        assert json.load(r)["version"]
 
     # Scale 1 -> 3 -> 1; the master is the judge.
     code, body = await api.call("PATCH", "appliance/spark-livy/container/spark-worker", {"instances": 3})

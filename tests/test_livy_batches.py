@@ -17,9 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from test_livy_security import AUTH, PASSWORD, USER, start_gateway, stop
 
 from jupyter_spark_appliance.spark.standalone import master_status, start_cluster
+
+from test_livy_security import AUTH, PASSWORD, USER, start_gateway, stop
 
 pytestmark = pytest.mark.spark
 

@@ -20,9 +20,10 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_livy_security import AUTH, PASSWORD, USER, start_gateway, stop
 
 from jupyter_spark_appliance.spark.standalone import start_cluster
+
+from test_livy_security import AUTH, PASSWORD, USER, start_gateway, stop
 
 pytestmark = pytest.mark.spark
 
