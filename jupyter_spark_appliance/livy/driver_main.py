@@ -318,6 +318,17 @@ def build_spark(master: str, app_name: str, conf: dict[str, str], secret: str | 
     return builder.getOrCreate()
 
 
+def _ui_url(sc: Any) -> str:
+    """The application's UI as users reach it: through the Jupyter server when Spark's reverse
+    proxy is set (the master proxies each application under ``<prefix>/proxy/<app-id>/``),
+    so Sparkmagic's "Spark UI" link works from a remote browser; else the driver's own port."""
+    conf = sc.getConf()
+    prefix = conf.get("spark.ui.reverseProxyUrl", "")
+    if conf.get("spark.ui.reverseProxy", "false") == "true" and prefix:
+        return f"{prefix.rstrip('/')}/proxy/{sc.applicationId}/"
+    return sc.uiWebUrl
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reply-fd", type=int, required=True)
@@ -355,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work_dir, ignore_errors=True)
         return 1
     sc = root.sparkContext
-    replies.send(event="ready", app_id=sc.applicationId, ui=sc.uiWebUrl, seconds=time.time() - started)
+    replies.send(event="ready", app_id=sc.applicationId, ui=_ui_url(sc), seconds=time.time() - started)
     sessions: dict[int, Session] = {}
     monitor = Monitor(sc, sessions, replies)
     for line in sys.stdin.buffer:

@@ -28,13 +28,13 @@ import logging
 import math
 import re
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..spark.cds import ClassDataSharing, spark_app_conf
 from ..spark.home import SparkNotFound, find_spark_home
+from ..spark.standalone import master_status
 from .driver import DriverProcess
 
 log = logging.getLogger(__name__)
@@ -262,15 +262,6 @@ class ClusterStatus:
 
     def app(self, app_id: str | None) -> dict[str, Any] | None:
         return next((a for a in self.apps if a.get("id") == app_id), None) if app_id else None
-
-
-def fetch_master_status(ui: str, timeout: float = 3.0) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(ui.rstrip("/") + "/json/", timeout=timeout) as r:
-            data = json.load(r)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def guess_master_ui(master: str) -> str | None:
@@ -581,7 +572,7 @@ class SessionManager:
         ui = self._master_ui
         if ui is None:
             return
-        data = await asyncio.to_thread(fetch_master_status, ui)
+        data = await asyncio.to_thread(master_status, ui, 3.0)
         if data is None:
             self.cluster = None
             return
