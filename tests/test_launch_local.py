@@ -116,12 +116,17 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
     model = await wait_until(lambda: n_alive(1), what="1 ALIVE worker")
     assert [i["state"] for i in container(model, "spark-worker")["instance_states"]] == ["running"]
 
-    # A PySpark job against the master endpoint.
+    # A PySpark job of the user's own against the master endpoint, with the settings Spark's
+    # authentication needs (from the credentials route, set in its SparkConf).
     master = next(e for e in container(model, "spark-master")["endpoints"] if e["container_port"] == 7077)
+    _, creds = await api.call("GET", "appliance/spark-livy/credentials")
+    assert creds["spark"]["master"] == f"spark://127.0.0.1:{master['host_port']}"
     job = textwrap.dedent(f"""
         from pyspark.sql import SparkSession
-        spark = (SparkSession.builder.master("spark://127.0.0.1:{master['host_port']}")
-                 .config("spark.executor.memory", "512m").config("spark.driver.memory", "512m").getOrCreate())
+        b = SparkSession.builder.master("spark://127.0.0.1:{master['host_port']}")
+        for k, v in {creds['spark']['conf']!r}.items():
+            b = b.config(k, v)
+        spark = b.config("spark.executor.memory", "512m").config("spark.driver.memory", "512m").getOrCreate()
         print("RESULT", spark.range(1, 101).selectExpr("sum(id)").first()[0])
         spark.stop()
     """)
@@ -163,7 +168,7 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
         assert [m["id"] for m in adopted] == ["spark-livy"]
         assert adopted[0]["state"] == "running"
         assert {c["id"]: c["state"] for c in adopted[0]["containers"]} == {
-            "spark-master": "running", "livy": "running", "spark-worker": "running"}
+            "spark-master": "running", "livy": "running", "spark-worker": "running", "spark-connect": "running"}
     finally:
         await restarted.shutdown()
 
