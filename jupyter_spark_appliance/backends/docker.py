@@ -93,6 +93,20 @@ def network_name(appliance_id: str, tag: str = "") -> str:
     return f"jsa-{tag + '-' if tag else ''}{appliance_id}"
 
 
+def entrypoint_env(request: StartRequest, env: Mapping[str, str]) -> dict[str, str]:
+    """A container's environment on any engine: its own, plus what the image's entrypoint
+    (spark/entrypoint.py) builds a role's command from; it moves the secret out of it."""
+    out = dict(env)
+    container = request.container
+    if request.role is not None:
+        out.setdefault("JSA_CORES", str(max(1, round(container.resources.cpus))))
+        out.setdefault("JSA_MEMORY_MB", str(int(container.resources.mem)))
+        if request.credentials is not None:
+            out["JSA_SECRET"] = request.credentials.password
+            out["JSA_USERNAME"] = request.credentials.username
+    return out
+
+
 def engine_problems(i: int, c: Container, volume_allow: tuple[str, ...]) -> list[Problem]:
     """What any Docker engine (the docker and the swarm backend alike) refuses of container ``i``."""
     problems = []
@@ -236,14 +250,7 @@ class DockerBackend(Backend):
         name = container_name(request.appliance_id, container.id, request.index, self.tag)
         host_mode = container.network_mode == "host"
         resolved = resolve_container(container, self.resolver(request.peers, container))
-        env = dict(resolved.env)
-        if role is not None:
-            # The image's entrypoint builds the role's command (spark/entrypoint.py) from these.
-            env.setdefault("JSA_CORES", str(max(1, round(container.resources.cpus))))
-            env.setdefault("JSA_MEMORY_MB", str(int(container.resources.mem)))
-            if request.credentials is not None:  # the entrypoint moves it out of the environment
-                env["JSA_SECRET"] = request.credentials.password
-                env["JSA_USERNAME"] = request.credentials.username
+        env = entrypoint_env(request, resolved.env)
         previous = request.previous.ports if request.previous else {}
         ports = {f"{p.container_port}/{p.protocol}": (self.config.bind_host,
                                                       p.host_port or previous.get(p.container_port) or None)

@@ -54,7 +54,7 @@ from ..spark.roles import ROLES, ProbeContext, Role, role_by_image
 from ..spec import Appliance, Container, Problem
 from ..state import Endpoint
 from .base import Backend, BackendUnavailable, Exit, Started, StartFailed, StartRequest
-from .docker import LABEL, PROJECT_IMAGES, container_name, docker_sdk, engine_problems
+from .docker import LABEL, PROJECT_IMAGES, container_name, docker_sdk, engine_problems, entrypoint_env
 
 log = logging.getLogger(__name__)
 
@@ -258,14 +258,7 @@ class SwarmBackend(Backend):
         container, role = request.container, request.role
         name = service_name(request.appliance_id, container.id, request.index)
         resolved = resolve_container(container, self.resolver(request.peers, container))
-        env = dict(resolved.env)
-        if role is not None:
-            # The image's entrypoint builds the role's command (spark/entrypoint.py) from these.
-            env.setdefault("JSA_CORES", str(max(1, round(container.resources.cpus))))
-            env.setdefault("JSA_MEMORY_MB", str(int(container.resources.mem)))
-            if request.credentials is not None:  # the entrypoint moves it out of the environment
-                env["JSA_SECRET"] = request.credentials.password
-                env["JSA_USERNAME"] = request.credentials.username
+        env = entrypoint_env(request, resolved.env)
         previous = request.previous.ports if request.previous else {}
         ports = []
         for p in container.ports:
