@@ -97,14 +97,24 @@ def launch_chromium(p):  # noqa: ANN001
 
 def wait_for_panel(page) -> None:  # noqa: ANN001
     page.locator('[data-id="jp-spark-appliance-sidebar"]').wait_for(timeout=60_000)
-    # Activate rather than click: a click toggles, and the layout is restored between tests.
-    page.evaluate("window.jupyterapp.shell.activateById('jp-spark-appliance-sidebar')")
+    # JupyterLab restores the saved layout after the tab appears, and a restore can collapse the
+    # sidebar again: activate only once the restore is done. Activate rather than click (a click
+    # toggles), and again if something collapsed it since.
+    page.evaluate("window.jupyterapp.restored")
     news = page.locator(".jp-toast-button", has_text="No")  # JupyterLab's news question, if asked
     try:
         news.click(timeout=3_000)
     except Exception:  # noqa: BLE001 - not asked: nothing to dismiss
         pass
-    page.locator(".jp-SparkAppliance-launch").wait_for(timeout=30_000)
+    launch = page.locator(".jp-SparkAppliance-launch")
+    for _ in range(6):
+        page.evaluate("window.jupyterapp.shell.activateById('jp-spark-appliance-sidebar')")
+        try:
+            launch.wait_for(timeout=10_000)
+            return
+        except Exception:  # noqa: BLE001 - still hidden: activate again
+            continue
+    launch.wait_for(timeout=10_000)
 
 
 @pytest.fixture
