@@ -145,6 +145,17 @@ class SparkApplianceApp(ExtensionApp):
              "processes of local appliances may inherit, besides what Java, Python and the locale need. "
              "Nothing else is passed on (no JUPYTERHUB_API_TOKEN, JPY_*, cloud credentials).",
     )
+    log_max_bytes = Int(
+        50 * 1024 * 1024, config=True,
+        help="Size in bytes past which a local instance's log (logs/<name>.log in its appliance's "
+             "directory) is rotated: copied to <name>.log.1 (older copies shift to .2 ...) and truncated, "
+             "so a chatty JVM cannot fill the disk. Checked about once a second. 0 = never rotate.",
+    )
+    log_backups = Int(
+        2, config=True,
+        help="Rotated copies of a local instance's log kept beside it (<name>.log.1 is the newest); "
+             "0 keeps none (the log is only truncated).",
+    )
     stop_on_shutdown = Bool(
         True, config=True,
         help="Stop every appliance when the Jupyter server stops. False leaves them running; "
@@ -203,6 +214,8 @@ class SparkApplianceApp(ExtensionApp):
             cds_dir=Path(self.cds_dir) if self.class_data_sharing else None,
             env_allow=tuple(self.child_env_allow),
             reap_with_server=self.stop_on_shutdown,
+            log_max_bytes=max(0, self.log_max_bytes),
+            log_backups=max(0, self.log_backups),
         )
         return LocalBackend(config, self.store.dir)
 

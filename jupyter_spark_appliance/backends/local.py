@@ -8,15 +8,20 @@ JVM's); the livy container runs the project's gateway, or a real Livy from
 ``livy_home``. Each process gets its own session (process group) so that
 stopping it also stops what it spawned (executors, drivers), and so that
 Ctrl-C on the server's terminal does not kill JVMs behind the orchestrator's back.
+Each process writes its own log (``logs/<name>.log``, opened ``O_APPEND``), which
+the server caps by "copytruncate" rotation as it checks the process every tick
+(spark/logrotate.py says why that kind).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +34,7 @@ from ..plan import AddressOf, address_map_resolver, resolve_container
 from ..spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
 from ..spark.child_env import child_environment
 from ..spark.home import SparkNotFound, find_spark_home
+from ..spark.logrotate import backup_path, open_append, remove_backups, rotate_if_larger, tail_lines
 from ..spark.logwatch import LogWatcher
 from ..spark.ports import allocate_port, release_port
 from ..spark.probes import health_check_passes, ports_accept
@@ -38,6 +44,8 @@ from ..spark.roles import DEFAULT_ROLE_PATTERNS, LaunchContext, ProbeContext, Ro
 from ..spec import Appliance, Container, Problem
 from ..state import Endpoint
 from .base import Backend, Exit, Started, StartFailed, StartRequest
+
+log = logging.getLogger(__name__)
 
 
 @handle_kind
@@ -65,6 +73,8 @@ class LocalConfig:
     env_allow: tuple[str, ...] = ()  # names (fnmatch patterns) children inherit besides child_env.BASE_ALLOW
     reap_with_server: bool = True  # stop_on_shutdown: processes die with the server, even on SIGKILL
     cds_dir: Path | None = None  # class-data-sharing archives; None = off
+    log_max_bytes: int = 50 * 1024 * 1024  # an instance's log is rotated past this; 0 = never
+    log_backups: int = 2  # rotated copies kept (<name>.log.1 the newest)
 
 
 class LocalBackend(Backend):
@@ -79,6 +89,8 @@ class LocalBackend(Backend):
         self._cds = ClassDataSharing(config.cds_dir or Path(), enabled=config.cds_dir is not None)
         self._reaper = Reaper(config.python) if config.reap_with_server else None
         self._watched: set[int] = set()
+        self._rotate_lock = threading.Lock()
+        self._rotated: dict[str, bool] = {}  # logs rotated since their ready line was last looked for
 
     # ------------------------------------------------------------------ checks
 
@@ -159,6 +171,7 @@ class LocalBackend(Backend):
                                 {"SPARK_LOCAL_IP": self.config.bind_host})
         env.setdefault("PYSPARK_PYTHON", self.config.python)
         self._logs.forget(log_path)
+        self._rotated.pop(str(log_path), None)
         proc = self._spawn(command.argv, env, base, log_path)
         try:
             started = psutil.Process(proc.pid).create_time()
@@ -198,14 +211,20 @@ class LocalBackend(Backend):
         return ports, endpoints
 
     def _spawn(self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
-        with open(log_path, "wb") as log:
-            log.write(f"$ {' '.join(argv)}\n".encode())
-            log.flush()
+        # A new log (its predecessor's last lines are in the restart's reason) and none of
+        # its old copies. O_APPEND: after a rotation truncates the file, the child's next
+        # write lands at offset 0 rather than at its old offset behind a hole of NULs.
+        remove_backups(log_path)
+        fd = open_append(log_path)
+        try:
+            os.write(fd, f"$ {' '.join(argv)}\n".encode())
             try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
                                         env=env, cwd=cwd, start_new_session=True)
             except (OSError, ValueError) as e:  # ValueError: a NUL byte in argv or env
                 raise StartFailed(f"could not run {argv[0]}: {e}") from e
+        finally:
+            os.close(fd)  # the child has its own copy; the server holds no pipe, so the child survives it
         self._children[proc.pid] = proc
         return proc
 
@@ -218,12 +237,43 @@ class LocalBackend(Backend):
             return await health_check_passes(container.health_check, host, handle.ports)
         # The role's ready line in its log; the HTTP probes below remain for instances whose log is gone.
         if handle.ready_line and Path(handle.log).exists():
-            return self._logs.seen(handle.log, handle.ready_line.encode())
+            line = handle.ready_line.encode()
+            if self._rotated.pop(handle.log, False):
+                # Rotated before it was ready: what the watcher had not read yet is in .1 now,
+                # and the live file starts over at 0.
+                self._logs.forget(handle.log)
+                backup = backup_path(Path(handle.log), 1)
+                self._logs.forget(backup)
+                if await asyncio.to_thread(self._logs.seen, backup, line):
+                    return True
+            return self._logs.seen(handle.log, line)
         if role is not None:
             return await role.probe(ProbeContext(host, handle.ports, master_ui, self.config.bind_host))
         return await ports_accept(host, handle.ports.values())
 
     def exit_status(self, handle: Handle) -> Exit | None:
+        """Whether the process lives; a live one's log is rotated here when over the cap.
+
+        The orchestrator asks this of every live instance on every tick of the reconciler
+        (and on every readiness poll), in a thread: the natural place for one ``stat``.
+        """
+        status = self._exit_status(handle)
+        if status is None:
+            self._rotate_log(handle)
+        return status
+
+    def _rotate_log(self, handle: Handle) -> None:
+        assert isinstance(handle, ProcessHandle)
+        if not handle.log or self.config.log_max_bytes <= 0:
+            return
+        try:
+            with self._rotate_lock:  # the reconciler and a re-adoption may ask at once
+                if rotate_if_larger(Path(handle.log), self.config.log_max_bytes, self.config.log_backups):
+                    self._rotated[handle.log] = True
+        except OSError as e:  # a full disk: the copy failed, the live file is left as it is
+            log.warning("could not rotate %s: %s", handle.log, e)
+
+    def _exit_status(self, handle: Handle) -> Exit | None:
         assert isinstance(handle, ProcessHandle)
         child = self._children.get(handle.pid)
         if child is not None:
@@ -254,7 +304,7 @@ class LocalBackend(Backend):
     async def stop(self, handle: Handle) -> None:
         assert isinstance(handle, ProcessHandle)
         try:
-            if self.exit_status(handle) is None:
+            if self._exit_status(handle) is None:
                 await asyncio.to_thread(stop_group, handle.pid, self._children.get(handle.pid))
         finally:
             self._children.pop(handle.pid, None)
@@ -284,16 +334,3 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"its process was killed by signal {-code}"
     return f"its process exited with code {code}"
-
-
-def tail_lines(path: Path, n: int) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max(n, 1) * 400))
-            data = f.read()
-    except OSError:
-        return []
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[-n:] if n > 0 else []
