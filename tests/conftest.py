@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +40,46 @@ def docker_engine():
         pytest.skip(f"no Docker engine with the project's images here ({e}); see .ci/docker-setup")
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def shared_cds_dir(tmp_path_factory) -> Path:
+    """Class-data-sharing archives recorded once for the whole run.
+
+    Each test's server has its own data dir, and the archives' default home is next to
+    it: every server would record them again in the background (four throwaway JVMs for
+    about a minute), on the same two cores as the test's own JVMs, which then start
+    without archives. Recorded here once, the way the server does it, and shared.
+    """
+    from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
+    from jupyter_spark_appliance.spark.cds_recording import record_archives
+    from jupyter_spark_appliance.spark.home import SparkNotFound, find_spark_home
+
+    cds_dir = tmp_path_factory.mktemp("cds")
+    try:
+        spark_home = find_spark_home("")
+    except SparkNotFound:
+        return cds_dir
+    try:
+        record_archives(ClassDataSharing(cds_dir), spark_home, FAST_DAEMON_JAVA_OPTS, cds_dir / "recording",
+                        sys.executable, background=False)
+    except Exception as e:  # noqa: BLE001 - an optimisation: servers record their own then
+        print(f"could not record the shared class-data-sharing archives: {e}", file=sys.stderr)
+    return cds_dir
+
+
+@pytest.fixture(autouse=True)
+def server_config_file(request, jp_config_dir):
+    """Every in-process server of a test reads the shared archives' dir from its config file.
+
+    A config file rather than ``jp_server_config``, which test modules override. A test
+    marked ``own_cds`` (the recording's own test) keeps the default: a dir of its own.
+    """
+    if "jp_serverapp" not in request.fixturenames or request.node.get_closest_marker("own_cds"):
+        return
+    shared = request.getfixturevalue("shared_cds_dir")
+    (jp_config_dir / "jupyter_server_config.json").write_text(
+        json.dumps({"SparkApplianceApp": {"cds_dir": str(shared)}}))
 
 
 @pytest.fixture(autouse=True)

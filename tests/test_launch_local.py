@@ -236,6 +236,7 @@ async def test_concurrent_posts_one_id_exactly_one_wins(api):
     assert (await api.call("DELETE", "appliance/race"))[0] == 204
 
 
+@pytest.mark.own_cds
 async def test_class_data_sharing_archive_is_recorded_once_then_used(api, appliance_data_dir):
     spec = {"id": "cds", "containers": [
         {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},

@@ -16,6 +16,7 @@ import json
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import urllib.error
@@ -25,6 +26,7 @@ import psutil
 import pytest
 
 from jupyter_spark_appliance.spark.child_env import child_environment
+from jupyter_spark_appliance.spark.standalone import master_status
 
 pytestmark = pytest.mark.spark
 
@@ -58,11 +60,19 @@ def tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def foreign_driver(master: str, conf: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str] | None:
-    """A PySpark program of somebody else on this machine; None if it was still trying at the deadline."""
+REFUSED_LINES = ("Failed to connect to master", "All masters are unresponsive")
+
+
+def foreign_driver(master: str, name: str, conf: dict[str, str], timeout: float,
+                   until_refused: bool = False) -> subprocess.CompletedProcess[str] | None:
+    """A PySpark program of somebody else on this machine; None if it was still trying at the deadline.
+
+    With ``until_refused`` it is stopped as soon as its own log says the master refused it
+    (Spark's client retries its registration for a minute before it gives up by itself).
+    """
     job = textwrap.dedent(f"""
         from pyspark.sql import SparkSession
-        b = SparkSession.builder.master({master!r}).appName("intruder").config("spark.executor.memory", "512m")
+        b = SparkSession.builder.master({master!r}).appName({name!r}).config("spark.executor.memory", "512m")
         for k, v in {conf!r}.items():
             b = b.config(k, v)
         spark = b.getOrCreate()
@@ -70,10 +80,26 @@ def foreign_driver(master: str, conf: dict[str, str], timeout: float) -> subproc
         spark.stop()
     """)
     env = {**child_environment(), "SPARK_LOCAL_IP": "127.0.0.1"}
-    try:
-        return subprocess.run([sys.executable, "-c", job], capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-c", job], stdout=out, stderr=err, text=True, env=env)
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                if until_refused:
+                    err.seek(0)
+                    if any(line in err.read() for line in REFUSED_LINES):
+                        break
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            code = proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if time.monotonic() >= deadline and not any(line in stderr for line in REFUSED_LINES):
         return None
+    return subprocess.CompletedProcess(proc.args, code, stdout, stderr)
 
 
 async def test_secure_by_default_on_a_shared_machine(api, appliance_data_dir, sparkmagic_conf_dir, monkeypatch):
@@ -111,12 +137,18 @@ async def test_secure_by_default_on_a_shared_machine(api, appliance_data_dir, sp
 
     # A foreign driver without the secret is refused by the master; with it, it runs.
     refused, wrong, allowed = await asyncio.gather(
-        asyncio.to_thread(foreign_driver, master, {}, 150),
-        asyncio.to_thread(foreign_driver, master,
-                          {"spark.authenticate": "true", "spark.authenticate.secret": "guess"}, 150),
-        asyncio.to_thread(foreign_driver, master, creds["spark"]["conf"], 300))
-    assert refused is None or ("RESULT" not in refused.stdout and refused.returncode != 0), refused
-    assert wrong is None or "RESULT" not in wrong.stdout, wrong
+        asyncio.to_thread(foreign_driver, master, "intruder-nosecret", {}, 150, True),
+        asyncio.to_thread(foreign_driver, master, "intruder-wrongsecret",
+                          {"spark.authenticate": "true", "spark.authenticate.secret": "guess"}, 150, True),
+        asyncio.to_thread(foreign_driver, master, "intruder-allowed", creds["spark"]["conf"], 300))
+    for intruder in (refused, wrong):
+        assert intruder is None or "RESULT" not in intruder.stdout, intruder
+        assert intruder is None or any(line in intruder.stderr for line in REFUSED_LINES), intruder.stderr[-3000:]
+    # The master's own list: only the driver that had the secret ever registered.
+    status = master_status(model["links"]["spark-ui"])
+    assert status is not None, "the master UI does not answer"
+    names = {a.get("name") for a in status.get("activeapps", []) + status.get("completedapps", [])}
+    assert "intruder-allowed" in names and not names & {"intruder-nosecret", "intruder-wrongsecret"}, names
     assert allowed is not None and "RESULT 10" in allowed.stdout, allowed.stderr[-3000:] if allowed else "timeout"
 
     # A Livy session through the gateway runs (its drivers authenticate with the secret).

@@ -55,9 +55,9 @@ def running(model: dict) -> bool:
     return model["state"] in ("running", "failed")
 
 
-def test_a_sigkilled_server_takes_its_appliances_with_it(tmp_path):
+def test_a_sigkilled_server_takes_its_appliances_with_it(tmp_path, shared_cds_dir):
     """stop_on_shutdown (the default): even a SIGKILL of the server leaves no JVM behind."""
-    server = Server(tmp_path, tmp_path / "appliances")
+    server = Server(tmp_path, tmp_path / "appliances", f"--SparkApplianceApp.cds_dir={shared_cds_dir}")
     try:
         assert server.call("POST", "appliance", {"id": "doomed", **MASTER_ONLY})[0] == 201
         model = server.wait("doomed", running, "the master")
@@ -70,10 +70,11 @@ def test_a_sigkilled_server_takes_its_appliances_with_it(tmp_path):
         server.stop()
 
 
-def test_a_new_server_process_readopts_scales_and_deletes(tmp_path):
+def test_a_new_server_process_readopts_scales_and_deletes(tmp_path, shared_cds_dir):
     """stop_on_shutdown=False: the appliance outlives its server; the next server process takes it over."""
     data = tmp_path / "appliances"
-    first = Server(tmp_path, data, "--SparkApplianceApp.stop_on_shutdown=False")
+    first = Server(tmp_path, data, "--SparkApplianceApp.stop_on_shutdown=False",
+                   f"--SparkApplianceApp.cds_dir={shared_cds_dir}")
     try:
         code, body = first.call("POST", "appliance", {"template": "spark-livy", "id": "kept", "workers": 1})
         assert code == 201, body
@@ -86,7 +87,7 @@ def test_a_new_server_process_readopts_scales_and_deletes(tmp_path):
     assert len(survivors) == sum(c["instances"] for c in model["containers"])  # one process per instance
     assert not any(gone(p) for p in survivors)  # they outlived their server
 
-    second = Server(tmp_path, data)
+    second = Server(tmp_path, data, f"--SparkApplianceApp.cds_dir={shared_cds_dir}")
     try:
         model = second.wait("kept", lambda m: m["state"] == "running", "re-adoption")
         assert pids(data, "kept") == survivors  # the same processes, not new ones

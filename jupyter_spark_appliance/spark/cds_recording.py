@@ -45,7 +45,7 @@ spark.stop()
 
 def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, workdir: Path,
                     python: str | None = None, timeout: float = 180.0,
-                    watch: Callable[[int, float], None] | None = None) -> list[str]:
+                    watch: Callable[[int, float], None] | None = None, background: bool = True) -> list[str]:
     """Record the missing archives with throwaway JVMs at nice 19; returns the roles recorded.
 
     A master and a worker record theirs; with ``python`` (an interpreter with
@@ -54,7 +54,10 @@ def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, wor
     (the server's reaper: they are in no record, and must not outlive the server).
     A user launch meanwhile is not slowed: it finds the roles
     locked and starts without CDS, and the niced JVMs yield the CPU to it.
+    ``background=False`` records at normal priority, for a caller that waits for
+    the archives before it starts anything (a test run recording them once).
     """
+    nice = 19 if background else 0
     roles = DAEMON_ROLES + (APP_ROLES if python else ())
     plans = {role: cds.java_opts(role, spark_home) for role in roles}
     recording = [role for role, (opts, _) in plans.items() if opts.startswith("-XX:ArchiveClassesAtExit")]
@@ -64,15 +67,15 @@ def record_archives(cds: ClassDataSharing, spark_home: Path, java_opts: str, wor
             return []
         env = {"SPARK_HOME": str(spark_home)}
         cluster = new_cluster(workdir)
-        master = start_master(cluster, f"{java_opts} {plans['spark-master'][0]}".strip(), env, nice=19)
+        master = start_master(cluster, f"{java_opts} {plans['spark-master'][0]}".strip(), env, nice=nice)
         _watched(watch, master.pid)
         wait_for(cluster, "master.log", SPARK_MASTER.ready_line or b"", master, timeout)
-        worker = start_worker(cluster, 0, 1, 1024, f"{java_opts} {plans['spark-worker'][0]}".strip(), env, nice=19)
+        worker = start_worker(cluster, 0, 1, 1024, f"{java_opts} {plans['spark-worker'][0]}".strip(), env, nice=nice)
         _watched(watch, worker.pid)
         wait_for(cluster, "worker-0.log", SPARK_WORKER.ready_line or b"", worker, timeout)
         if python and any(role in recording for role in APP_ROLES):
             _run_app(python, cluster.master_url, plans["spark-driver"][0], plans["spark-executor"][0],
-                     base_env(env), workdir, timeout, watch)
+                     base_env(env), workdir, timeout, watch, background)
         return recording
     finally:
         # Worker (with its executors) first, then master; each archive is written as its JVM exits.
@@ -92,13 +95,15 @@ def _watched(watch: Callable[[int, float], None] | None, pid: int) -> None:
 
 
 def _run_app(python: str, master_url: str, driver_opts: str, executor_opts: str, env: dict[str, str],
-             workdir: Path, timeout: float, watch: Callable[[int, float], None] | None = None) -> None:
+             workdir: Path, timeout: float, watch: Callable[[int, float], None] | None = None,
+             background: bool = True) -> None:
     log = workdir / "spark-driver.log"
     with open(log, "wb") as out:
         app = subprocess.Popen([python, "-c", RECORDING_APP, master_url, driver_opts, executor_opts], env=env,
                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                start_new_session=True)
-    _lowest_priority(app.pid)
+    if background:
+        _lowest_priority(app.pid)
     _watched(watch, app.pid)
     try:
         if app.wait(timeout) != 0:

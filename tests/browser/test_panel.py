@@ -29,7 +29,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
 
 
-def start_lab(tmp_path_factory, base_url: str = "/"):
+def start_lab(tmp_path_factory, base_url: str = "/", cds_dir: Path | None = None):
     """A real `jupyter lab` on 127.0.0.1 (at ``base_url``, as JupyterHub gives one), until the generator ends."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("JSA_REQUIRE_BROWSER") == "1":
@@ -43,7 +43,9 @@ def start_lab(tmp_path_factory, base_url: str = "/"):
             "c.LabApp.news_url = None\nc.LabApp.check_for_updates_class = 'jupyterlab.NeverCheckForUpdate'\n"
             "c.LabApp.expose_app_in_browser = True\n"
             # Streams end every 4 s, so the panel's reconnection runs many times in these tests.
-            "c.SparkApplianceApp.event_stream_seconds = 4\n")
+            "c.SparkApplianceApp.event_stream_seconds = 4\n"
+            # The run's shared class-data-sharing archives (conftest), instead of recording them again.
+            + (f"c.SparkApplianceApp.cds_dir = {str(cds_dir)!r}\n" if cds_dir else ""))
     token, port = secrets.token_hex(12), allocate_port("127.0.0.1")
     data = tmp / "data"
     # The panel as built from this tree (labextension/: jlpm build:prod), not a copy an earlier install left in
@@ -77,8 +79,8 @@ def start_lab(tmp_path_factory, base_url: str = "/"):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    yield from start_lab(tmp_path_factory)
+def lab(tmp_path_factory, shared_cds_dir):
+    yield from start_lab(tmp_path_factory, cds_dir=shared_cds_dir)
 
 
 def open_lab(browser, lab, requests_seen: list[str] | None = None):  # noqa: ANN001
@@ -273,8 +275,8 @@ ALICE = "/user/alice/"
 
 
 @pytest.fixture(scope="module")
-def alice_lab(tmp_path_factory):
-    yield from start_lab(tmp_path_factory, ALICE)
+def alice_lab(tmp_path_factory, shared_cds_dir):
+    yield from start_lab(tmp_path_factory, ALICE, cds_dir=shared_cds_dir)
 
 
 def call(lab, method: str, path: str, **kwargs) -> requests.Response:
