@@ -105,6 +105,8 @@ class ApplianceHandler(BaseHandler):
             await self.manager.delete(app_id)
         except Conflict as e:
             raise web.HTTPError(409, str(e)) from None
+        except BackendUnavailable as e:  # its engine went away: nothing could be stopped, the record stays
+            raise web.HTTPError(503, str(e)) from None
         self.set_status(204)
         self.finish()
 
@@ -125,6 +127,8 @@ class ContainerHandler(BaseHandler):
             return self.bad_request(e)
         except Conflict as e:
             raise web.HTTPError(409, str(e)) from None
+        except BackendUnavailable as e:  # its engine went away: nothing could be started or stopped
+            raise web.HTTPError(503, str(e)) from None
         self.reply(202, self.manager.model(record))
 
 

@@ -93,6 +93,17 @@ class ApplianceManager:
                 backend.after_adoption(set(self.records))
         return self._backends[name]
 
+    async def usable_backend(self, name: str) -> Backend:
+        """The backend, checked again if it was made before: an engine may have gone away since.
+
+        In a thread: the check is a round trip to the engine.
+        """
+        backend = self._backends.get(name)
+        if backend is None:
+            return self.backend(name)
+        await asyncio.to_thread(backend.available)
+        return backend
+
     def credentials_model(self, record: ApplianceRecord) -> dict[str, Any]:
         """The Credentials wire shape: how a client logs in to the Livy gateway and to the master.
 
@@ -122,9 +133,16 @@ class ApplianceManager:
         Checking makes the backend (a Docker client and a ping): in a thread, with a
         deadline, so an engine that hangs cannot hang the request.
         """
+        def check(name: str) -> None:
+            made = self._backends.get(name)
+            if made is None:
+                self.backend(name)
+            else:
+                made.available()  # made before: its engine may have gone away since
+
         async def status(name: str) -> dict[str, Any]:
             try:
-                await asyncio.wait_for(asyncio.to_thread(self.backend, name), timeout)
+                await asyncio.wait_for(asyncio.to_thread(check, name), timeout)
             except BackendUnavailable as e:
                 return {"name": name, "available": False, "reason": str(e)}
             except asyncio.TimeoutError:
@@ -185,7 +203,14 @@ class ApplianceManager:
                 inst.restart_at = 0.0
                 orch.set_state(inst, "pending")
                 continue
-            status = await asyncio.to_thread(backend.exit_status, inst.handle)
+            try:
+                status = await asyncio.to_thread(backend.exit_status, inst.handle)
+            except BackendUnavailable as e:  # its engine went away since available()
+                if inst.state == "running":
+                    orch.lost(inst, f"cannot re-adopt: {e}")  # asked again each tick
+                else:
+                    orch.set_state(inst, "failed", f"cannot re-adopt: {e}")
+                continue
             if status is not None:
                 await orch.died(inst, status, f"gone while the server was down: {status.reason}")
             elif inst.state != "running":
@@ -241,7 +266,10 @@ class ApplianceManager:
                 task.cancel()
             if self.stop_on_shutdown:
                 log.info("Stopping appliance %s (stop_on_shutdown)", app_id)
-                await self.delete(app_id)
+                try:
+                    await self.delete(app_id)
+                except BackendUnavailable as e:  # the others must still be stopped
+                    log.warning("Could not stop appliance %s: %s", app_id, e)
             else:
                 orch = self.orchestrators.get(app_id)
                 if orch is not None:
@@ -305,7 +333,7 @@ class ApplianceManager:
 
     async def create(self, body: Any) -> ApplianceRecord:
         appliance, backend_name, template = self.parse_request(body)
-        backend = self.backend(backend_name)
+        backend = await self.usable_backend(backend_name)
         problems = backend.check(appliance)
         if problems:
             raise SpecError(problems)
@@ -356,6 +384,8 @@ class ApplianceManager:
         if problem is not None:
             raise SpecError([Problem("instances", f"{problem.message} ({problem.path})")])
         orch = self.orchestrators[app_id]
+        if orch.unreachable is not None:  # scaling would start or stop nothing
+            raise BackendUnavailable(orch.unreachable)
         orch.set_desired(container_id, instances)
         self._spawn(app_id, orch.reconcile())
 
@@ -378,7 +408,13 @@ class ApplianceManager:
                 pass
         orch = self.orchestrators.get(app_id)
         if orch is not None:
-            await orch.teardown()
+            try:
+                await orch.teardown()
+            except BackendUnavailable:
+                # Its containers cannot be stopped now: the record stays, for a DELETE once the
+                # engine answers again (a 503 until then), and the reconciler keeps watching.
+                record.deleting = False
+                raise
         self.records.pop(app_id, None)
         self.orchestrators.pop(app_id, None)
         self.store.remove(app_id)

@@ -17,6 +17,12 @@ Two phases, as users of Kubernetes, Marathon or Compose know them:
   to the container's restart policy, backing off 1, 2, 4 ... 60 s in a crash
   loop. While a restart waits, the instance is ``pending`` (PIVOT's state for
   "accepted, not started") with the reason and the time of the next attempt.
+
+A backend that cannot be reached (an engine that went away: BackendUnavailable)
+is not a death: its running instances are ``failed`` with that reason and are
+neither restarted nor stopped, since their containers may well run on; each
+tick asks again, and once the engine answers they are ``running`` again (or
+dead, and handled as any death).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .backends.base import Backend, Exit, Started, StartFailed, StartRequest
+from .backends.base import Backend, BackendUnavailable, Exit, Started, StartFailed, StartRequest
 from .handles import Handle
 from .plan import stop_order
 from .spark.roles import ROLES, Role
@@ -94,6 +100,9 @@ class Orchestrator:
         self._stopping: set[tuple[str, int]] = set()
         self._starting: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._running: dict[str, asyncio.Event] = {c.id: asyncio.Event() for c in record.appliance.containers}
+        #: why the backend could not be reached on the last try (None: it answered); PATCH is a 503 meanwhile
+        self.unreachable: str | None = None
+        self._lost: list[Instance] = []  # failed only because the backend was unreachable
 
     # ------------------------------------------------------------------ state
 
@@ -153,7 +162,12 @@ class Orchestrator:
                 reason = str(e) if isinstance(e, (LaunchFailed, StartFailed)) else f"{type(e).__name__}: {e}"
                 log.warning("Appliance %s failed to start: %s", rec.id, reason)
                 rec.reason = reason
-                await self._stop_all(final="killed")
+                try:
+                    await self._stop_all(final="killed")
+                except BackendUnavailable as gone:  # what is left is stopped by a DELETE, once it answers
+                    for inst in rec.all_instances():
+                        if inst.live:
+                            self.set_state(inst, "failed", f"not stopped: {gone}")
                 self.on_change(rec, None)
                 return
             rec.launched = True
@@ -212,7 +226,11 @@ class Orchestrator:
         deadline = time.monotonic() + timeout
         role = self.role(container.id)
         while True:
-            status = await asyncio.to_thread(self.backend.exit_status, inst.handle)
+            try:
+                status = await asyncio.to_thread(self.backend.exit_status, inst.handle)
+            except BackendUnavailable as e:
+                self.set_state(inst, "failed", str(e))
+                raise LaunchFailed(f"{inst.name}: {e}") from None
             if status is not None:
                 if status.success and container.type == "job":
                     self.set_state(inst, "success")
@@ -266,6 +284,8 @@ class Orchestrator:
         if rec.deleting or not rec.launched or self.lock.locked():
             return
         async with self.lock:
+            if self._lost and not await self._recover_lost():
+                return  # still unreachable: starting or stopping anything would fail too
             await self._reap_dead()
             now = self.clock()
             for cid in (c.id for c in rec.appliance.containers):
@@ -289,11 +309,49 @@ class Orchestrator:
                       and (i.container, i.index) not in self._stopping | set(self._starting)]
         if not candidates:
             return
-        statuses = await asyncio.to_thread(
-            lambda: [self.backend.exit_status(i.handle) for i in candidates])  # type: ignore[arg-type]
+        try:
+            statuses = await asyncio.to_thread(
+                lambda: [self.backend.exit_status(i.handle) for i in candidates])  # type: ignore[arg-type]
+        except BackendUnavailable as e:
+            for inst in candidates:
+                self.lost(inst, str(e))
+            return
+        self.unreachable = None
         for inst, status in zip(candidates, statuses, strict=True):
             if status is not None and inst.state == "running":
                 await self.died(inst, status)
+
+    def lost(self, inst: Instance, reason: str) -> None:
+        """The backend cannot tell whether running ``inst`` lives: failed with the reason, asked again
+        each tick, and ``running`` again if it still lives once the backend answers."""
+        self.unreachable = reason
+        if all(i is not inst for i in self._lost):  # by identity: instances compare by value
+            self._lost.append(inst)
+        self.set_state(inst, "failed", reason)
+
+    async def _recover_lost(self) -> bool:
+        """Ask again about instances lost with the backend; False while it is still unreachable."""
+        current = {id(i) for i in self.record.all_instances()}
+        lost = [i for i in self._lost if id(i) in current and i.state == "failed" and i.handle is not None]
+        if not lost:
+            self._lost, self.unreachable = [], None
+            return True
+        try:
+            statuses = await asyncio.to_thread(
+                lambda: [self.backend.exit_status(i.handle) for i in lost])  # type: ignore[arg-type]
+        except BackendUnavailable as e:
+            self.unreachable = str(e)
+            for inst in lost:
+                self.set_state(inst, "failed", str(e))  # the latest words of the backend
+            return False
+        self._lost, self.unreachable = [], None
+        for inst, status in zip(lost, statuses, strict=True):
+            if status is None:
+                log.info("%s of %s is reachable again and running", inst.name, self.record.id)
+                self.set_state(inst, "running")
+            else:
+                await self.died(inst, status, f"gone while its backend was unreachable: {status.reason}")
+        return True
 
     async def died(self, inst: Instance, status: Exit, why: str = "") -> None:
         """An instance is gone: restart it as its policy says (or mark it ended)."""
@@ -340,6 +398,9 @@ class Orchestrator:
                 self._stopping.add(key)
                 try:
                     await self.backend.stop(previous)  # what is left of it (all of it, for a restart-with-master)
+                except BackendUnavailable as e:  # try again after the back-off
+                    self._schedule_restart(inst, str(e))
+                    return
                 finally:
                     self._stopping.discard(key)
             if inst.last_reason is not None:  # a restart, not a new instance

@@ -10,15 +10,21 @@ every call runs in a thread.
 network_mode: ``container`` (PIVOT's default) and ``bridge`` both join the
 appliance network (so @id names resolve) with published ports; ``host`` uses
 the host's network stack (no publishing; @id resolves to 127.0.0.1).
+
+An engine that goes away (its socket gone, a connection refused or timed out)
+is not a container that died: every call that reaches it raises
+BackendUnavailable, which the API answers with a 503 and the orchestrator shows
+as instances failed with that reason, until the engine answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +53,22 @@ def docker_sdk() -> Any:
     except ImportError:
         raise BackendUnavailable(DOCKER_MISSING) from None
     return docker
+
+
+@contextlib.contextmanager
+def engine_calls() -> Iterator[None]:
+    """Turn "the engine did not answer" into BackendUnavailable, naming the engine.
+
+    The SDK raises requests' ConnectionError (the socket is gone, nothing listens) or
+    Timeout for that, and APIError (its own) when the engine answered with an error.
+    """
+    import requests
+
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+        raise BackendUnavailable(f"the Docker engine went away ({type(e).__name__}: {e})") from None
+
 
 LABEL = "jupyter-spark-appliance"
 PROJECT_IMAGES = {r.image for r in ROLES.values()}
@@ -208,8 +230,9 @@ class DockerBackend(Backend):
     async def prepare(self, appliance_id: str) -> None:
         def create() -> None:
             name = network_name(appliance_id, self.tag)
-            if not any(net.name == name for net in self.client.networks.list(names=[name])):
-                self.client.networks.create(name, driver="bridge", labels=self._labels(appliance_id))
+            with engine_calls():
+                if not any(net.name == name for net in self.client.networks.list(names=[name])):
+                    self.client.networks.create(name, driver="bridge", labels=self._labels(appliance_id))
 
         await asyncio.to_thread(create)
 
@@ -217,11 +240,12 @@ class DockerBackend(Backend):
         def remove() -> None:
             docker = docker_sdk()
 
-            for net in self.client.networks.list(filters={"label": self._owned(appliance_id)}):
-                try:
-                    net.remove()
-                except docker.errors.APIError as e:
-                    log.warning("could not remove network %s: %s", net.name, e)
+            with engine_calls():
+                for net in self.client.networks.list(filters={"label": self._owned(appliance_id)}):
+                    try:
+                        net.remove()
+                    except docker.errors.APIError as e:
+                        log.warning("could not remove network %s: %s", net.name, e)
 
         await asyncio.to_thread(remove)
 
@@ -241,7 +265,11 @@ class DockerBackend(Backend):
         return address_map_resolver(hosts, ports)
 
     async def start(self, request: StartRequest) -> Started:
-        return await asyncio.to_thread(self._start, request)
+        def start() -> Started:
+            with engine_calls():
+                return self._start(request)
+
+        return await asyncio.to_thread(start)
 
     def _start(self, request: StartRequest) -> Started:
         docker = docker_sdk()
@@ -344,10 +372,13 @@ class DockerBackend(Backend):
         if not handle.container_id:
             return Exit("never started")
         try:
-            c = self.client.containers.get(handle.container_id)
+            with engine_calls():  # the engine went away: BackendUnavailable, not a dead container
+                c = self.client.containers.get(handle.container_id)
         except docker.errors.NotFound:
             return Exit("its container is gone")
-        except Exception as e:  # noqa: BLE001 - engine down: report, do not crash the monitor
+        except BackendUnavailable:
+            raise
+        except Exception as e:  # noqa: BLE001 - an engine error: report, do not crash the monitor
             return Exit(f"its container cannot be inspected: {e}")
         state = c.attrs.get("State", {})
         if state.get("Running"):
@@ -363,15 +394,16 @@ class DockerBackend(Backend):
         def stop() -> None:
             docker = docker_sdk()
 
-            try:
-                c = self.client.containers.get(handle.container_id)
-            except docker.errors.NotFound:
-                return
-            try:
-                c.stop(timeout=10)
-            except docker.errors.APIError:
-                pass
-            c.remove(force=True)
+            with engine_calls():
+                try:
+                    c = self.client.containers.get(handle.container_id)
+                except docker.errors.NotFound:
+                    return
+                try:
+                    c.stop(timeout=10)
+                except docker.errors.APIError:
+                    pass
+                c.remove(force=True)
 
         await asyncio.to_thread(stop)
 
@@ -380,8 +412,9 @@ class DockerBackend(Backend):
 
         assert isinstance(handle, ContainerHandle)
         try:
-            c = self.client.containers.get(handle.container_id)
-            return c.logs(tail=tail).decode("utf-8", "replace").splitlines()
+            with engine_calls():
+                c = self.client.containers.get(handle.container_id)
+                return c.logs(tail=tail).decode("utf-8", "replace").splitlines()
         except docker.errors.NotFound:
             return []
 
