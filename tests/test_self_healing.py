@@ -109,7 +109,8 @@ async def kill_and_heal(api, app_id: str, kill) -> None:
 
 async def test_local_instances_killed_with_sigkill_come_back(api, appliance_data_dir):
     app_id = f"heal-{uuid.uuid4().hex[:6]}"
-    code, body = await api.call("POST", "appliance", {"template": "spark-livy", "id": app_id, "workers": 1})
+    code, body = await api.call("POST", "appliance", {"template": "spark-livy", "id": app_id, "workers": 1,
+                                                      "connect": False})  # one JVM fewer: not this test's subject
     assert code == 201, body
 
     def kill(model: dict, cid: str) -> None:
@@ -127,7 +128,7 @@ async def test_docker_containers_killed_come_back_and_a_crash_loop_backs_off(api
                                                                             appliance_data_dir):
     app_id = f"heal-{uuid.uuid4().hex[:6]}"
     code, body = await api.call("POST", "appliance", {"template": "spark-livy", "id": app_id, "backend": "docker",
-                                                      "workers": 1})
+                                                      "workers": 1, "connect": False})
     assert code == 201, body
 
     def kill(model: dict, cid: str) -> None:

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.spark
 
 
 async def test_pysparkkernel_runs_spark_on_the_appliance(api, sparkmagic_conf_dir):
-    code, _ = await api.call("POST", "appliance", {"template": "spark-livy", "id": "e2e", "workers": 1})
+    code, _ = await api.call("POST", "appliance", {"template": "spark-livy", "id": "e2e", "workers": 1,
+                                                   "connect": False})  # Sparkmagic needs only Livy
     assert code == 201
     model = await api.wait_state("e2e", {"running", "failed"})
     assert model["state"] == "running", model["reason"]
