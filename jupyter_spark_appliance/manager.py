@@ -90,8 +90,21 @@ class ApplianceManager:
             backend.available()  # raises BackendUnavailable before caching
             self._backends[name] = backend
             if self._loaded:  # made after start-up: every record is known already
-                backend.after_adoption(set(self.records))
+                self._after_adoption(backend, set(self.records))
         return self._backends[name]
+
+    @staticmethod
+    def _after_adoption(backend: Backend, known: set[str]) -> None:
+        """The backend's leftover hunt, which must never make it unusable (blocking).
+
+        A leftover the engine will not remove, or an engine that goes away meanwhile,
+        is a warning: the backend is usable all the same (at start-up as at first use).
+        """
+        try:
+            backend.after_adoption(known)
+        except Exception as e:  # noqa: BLE001 - leftovers are a clean-up, not a condition of use
+            log.warning("checking the %s backend for leftovers failed (%s: %s); it is used all the same",
+                        backend.name, type(e).__name__, e)
 
     async def usable_backend(self, name: str) -> Backend:
         """The backend, checked again if it was made before: an engine may have gone away since.
@@ -175,10 +188,7 @@ class ApplianceManager:
         self._loaded = True
         known = set(self.records)
         for backend in list(self._backends.values()):
-            try:
-                await asyncio.to_thread(backend.after_adoption, known)
-            except Exception:  # noqa: BLE001 - an engine that went away must not stop the server
-                log.exception("checking %s for leftovers failed", backend.name)
+            await asyncio.to_thread(self._after_adoption, backend, known)  # an engine gone must not stop us
 
     async def _adopt(self, record: ApplianceRecord) -> None:
         self.records[record.id] = record

@@ -154,7 +154,7 @@ class Orchestrator:
                 rec.instances[c.id] = [Instance(c.id, i) for i in range(rec.desired[c.id])]
             self.on_change(rec, None)
             try:
-                await self.backend.prepare(rec.id)
+                await self._prepare()
                 await gather_or_cancel([self._bring_up(c) for c in rec.appliance.containers])
             except asyncio.CancelledError:
                 raise
@@ -198,6 +198,26 @@ class Orchestrator:
         inst.endpoints, inst.handle = started.endpoints, started.handle
         self.on_change(self.record, inst)
         await self.wait_ready(container, inst)
+
+    async def _prepare(self) -> None:
+        """backend.prepare, but a cancel (a DELETE during the launch) first lets it finish.
+
+        Backends prepare in threads (a network on the engine) that a cancel cannot stop:
+        unshielded, the DELETE's teardown would run ``cleanup`` while the thread still
+        creates the network, which then outlives the appliance. Waiting here keeps the
+        launch, and so the orchestrator's lock, until the prepare is done; the teardown
+        takes that lock before its ``cleanup``, so the cleanup always comes after the
+        prepare it undoes. One place for every backend, where a lock in each backend
+        would still race a cleanup whose thread starts first.
+        """
+        task = asyncio.ensure_future(self.backend.prepare(self.record.id))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])  # not cancelled with us: the teardown cleans up what it made
+            if not task.cancelled():
+                task.exception()  # retrieved: a failed prepare is no news to a DELETE
+            raise
 
     async def _start(self, request: StartRequest) -> Started:
         """backend.start, but a cancel (a DELETE during the start) still stops what it started.

@@ -92,7 +92,7 @@ class DockerConfig:
     allow_host_network: bool = False
     #: host paths (and what is under them) that ``volumes`` may mount; empty: none
     volume_allow: tuple[str, ...] = ()
-    leftovers: str = "report"  # containers of unknown appliances of this owner: report | remove
+    leftovers: str = "report"  # containers and networks of unknown appliances of this owner: report | remove
 
 
 #: Host paths no container may mount, whatever the allow-list says: each is root on the host.
@@ -210,13 +210,21 @@ class DockerBackend(Backend):
         return problems
 
     def after_adoption(self, known: set[str]) -> None:
-        """All records are loaded: containers of this server's appliances that no record knows."""
-        remove = self.config.leftovers == "remove"
-        found = self.remove_leftovers(known) if remove else self.leftovers(known)
+        """All records are loaded: this server's containers and networks that no record knows.
+
+        Reported, or removed under ``docker_leftovers = "remove"``; what cannot be
+        removed is a warning of its own (see :meth:`remove_leftovers`), never an error,
+        since a leftover must not make the backend unusable.
+        """
+        if self.config.leftovers == "remove":
+            found, how = self.remove_leftovers(known), "removed"
+        else:
+            containers, networks = self.leftovers(known), self.leftover_networks(known)
+            found = {app: containers.get(app, []) + networks.get(app, []) for app in {**containers, **networks}}
+            how = "found (c.SparkApplianceApp.docker_leftovers = 'remove' removes them)"
         for app_id, names in found.items():
-            log.warning("Docker containers of unknown appliance %s %s: %s", app_id,
-                        "removed" if remove else "found (c.SparkApplianceApp.docker_leftovers = 'remove' "
-                        "removes them)", ", ".join(names))
+            log.warning("Docker containers and networks of unknown appliance %s %s: %s", app_id, how,
+                        ", ".join(names))
 
     # ------------------------------------------------------------------ appliance
 
@@ -434,19 +442,62 @@ class DockerBackend(Backend):
                 out.setdefault(app, []).append(c)
         return out
 
+    def _leftover_networks(self, known: set[str]) -> dict[str, list[Any]]:
+        """This server's networks whose appliance no record knows, with or without containers.
+
+        A network outlives its containers when a server dies between the two removals;
+        the swarm backend's overlay networks (same labels, plus ``backend=swarm``) are its own.
+        """
+        out: dict[str, list[Any]] = {}
+        for net in self.client.networks.list(filters={"label": self._owned()}):
+            labels = net.attrs.get("Labels") or {}
+            app = labels.get(f"{LABEL}.appliance", "")
+            if app not in known and labels.get(f"{LABEL}.backend") != "swarm":
+                out.setdefault(app, []).append(net)
+        return out
+
     def leftovers(self, known: set[str]) -> dict[str, list[str]]:
         """Containers labelled by us whose appliance no record knows, by appliance."""
         return _names(self._leftover_containers(known))
 
+    def leftover_networks(self, known: set[str]) -> dict[str, list[str]]:
+        """Networks labelled by us whose appliance no record knows, by appliance."""
+        return _names(self._leftover_networks(known))
+
     def remove_leftovers(self, known: set[str]) -> dict[str, list[str]]:
-        found = self._leftover_containers(known)
-        for containers in found.values():
-            for c in containers:
-                c.remove(force=True)
-        for net in self.client.networks.list(filters={"label": self._owned()}):
-            if net.attrs.get("Labels", {}).get(f"{LABEL}.appliance") in found:
-                net.remove()
-        return _names(found)
+        """Remove the leftover containers, then the leftover networks; the names removed, by appliance.
+
+        Each object on its own: one the engine refuses to remove (a network another
+        container still uses, "has active endpoints") is a warning naming it, and the
+        rest are still removed.
+        """
+        docker = docker_sdk()
+
+        removed: dict[str, list[str]] = {}
+        with engine_calls():
+            for app, containers in self._leftover_containers(known).items():
+                for c in containers:
+                    try:
+                        c.remove(force=True)
+                    except docker.errors.NotFound:
+                        pass
+                    except docker.errors.APIError as e:
+                        log.warning("could not remove container %s of unknown appliance %s: %s", c.name, app,
+                                    e.explanation or e)
+                        continue
+                    removed.setdefault(app, []).append(c.name)
+            for app, nets in self._leftover_networks(known).items():
+                for net in nets:
+                    try:
+                        net.remove()
+                    except docker.errors.NotFound:
+                        pass
+                    except docker.errors.APIError as e:
+                        log.warning("could not remove network %s of unknown appliance %s: %s", net.name, app,
+                                    e.explanation or e)
+                        continue
+                    removed.setdefault(app, []).append(net.name)
+        return removed
 
     async def shutdown(self) -> None:
         if self._client is not None:

@@ -80,7 +80,7 @@ class SwarmConfig:
     owner: str = ""
     registry: str = ""  # e.g. 127.0.0.1:5000; empty: the project's images are local (one node)
     volume_allow: tuple[str, ...] = ()  # host paths services may mount (as the docker backend's)
-    leftovers: str = "report"  # services of unknown appliances of this owner: report | remove
+    leftovers: str = "report"  # services and networks of unknown appliances of this owner: report | remove
     cpu_reservation: float = 1.0  # share of resources.cpus reserved (1.0: all of it)
     mem_reservation: float = 1.0  # share of resources.mem reserved
     task_timeout: float = 600.0  # seconds a task may take to run (a first pull on a new node)
@@ -164,12 +164,19 @@ class SwarmBackend(Backend):
         return problems
 
     def after_adoption(self, known: set[str]) -> None:
-        """All records are loaded: services of this server's appliances that no record knows."""
-        remove = self.config.leftovers == "remove"
-        found = self.remove_leftovers(known) if remove else self.leftovers(known)
+        """All records are loaded: this server's services and networks that no record knows.
+
+        What cannot be removed is a warning of its own (see :meth:`remove_leftovers`), never an
+        error: a leftover must not make the backend unusable.
+        """
+        if self.config.leftovers == "remove":
+            found, how = self.remove_leftovers(known), "removed"
+        else:
+            services, networks = self.leftovers(known), self.leftover_networks(known)
+            found = {app: services.get(app, []) + networks.get(app, []) for app in {**services, **networks}}
+            how = "found"
         for app_id, names in found.items():
-            log.warning("Swarm services of unknown appliance %s %s: %s", app_id,
-                        "removed" if remove else "found", ", ".join(names))
+            log.warning("Swarm services and networks of unknown appliance %s %s: %s", app_id, how, ", ".join(names))
 
     # ------------------------------------------------------------------ appliance
 
@@ -193,17 +200,22 @@ class SwarmBackend(Backend):
     async def cleanup(self, appliance_id: str) -> None:
         await asyncio.to_thread(self._remove_networks, {appliance_id})
 
-    def _remove_networks(self, appliance_ids: set[str], timeout: float = 60.0) -> None:
-        """Remove the appliances' networks; a task that just stopped may hold one for a moment."""
+    def _remove_networks(self, appliance_ids: set[str], timeout: float = 60.0) -> list[str]:
+        """Remove the appliances' networks (the names removed); a task that just stopped may hold
+        one for a moment, so each is tried again until ``timeout``, then is a warning."""
         import docker
 
+        removed = []
         deadline = time.monotonic() + timeout
         for net in self.client.networks.list(filters={"label": f"{LABEL}.backend=swarm"}):
-            if (net.attrs.get("Labels") or {}).get(f"{LABEL}.appliance") not in appliance_ids:
-                continue
+            labels = net.attrs.get("Labels") or {}
+            app, owner = labels.get(f"{LABEL}.appliance"), labels.get(f"{LABEL}.owner")
+            if app not in appliance_ids or owner != self.config.owner:
+                continue  # another appliance's, or another server's
             while True:
                 try:
                     net.remove()
+                    removed.append(net.name)
                     break
                 except docker.errors.NotFound:
                     break
@@ -212,6 +224,7 @@ class SwarmBackend(Backend):
                         log.warning("could not remove network %s: %s", net.name, _api_error(e))
                         break
                     time.sleep(0.5)
+        return removed
 
     # ------------------------------------------------------------------ instances
 
@@ -492,16 +505,46 @@ class SwarmBackend(Backend):
                 out.setdefault(app, []).append(s)
         return out
 
+    def _leftover_networks(self, known: set[str]) -> dict[str, list[str]]:
+        """Names of this server's overlay networks whose appliance no record knows, with or without services."""
+        out: dict[str, list[str]] = {}
+        for net in self.client.networks.list(filters={"label": f"{LABEL}.backend=swarm"}):
+            labels = net.attrs.get("Labels") or {}
+            app = labels.get(f"{LABEL}.appliance", "")
+            if app and app not in known and labels.get(f"{LABEL}.owner") == self.config.owner:
+                out.setdefault(app, []).append(net.name)
+        return out
+
     def leftovers(self, known: set[str]) -> dict[str, list[str]]:
         return {app: [s.name for s in ss] for app, ss in self._leftover_services(known).items()}
 
+    def leftover_networks(self, known: set[str]) -> dict[str, list[str]]:
+        return self._leftover_networks(known)
+
     def remove_leftovers(self, known: set[str]) -> dict[str, list[str]]:
-        found = self._leftover_services(known)
-        for services in found.values():
+        """Remove the leftover services, then the leftover networks; the names removed, by appliance.
+
+        Each on its own: one that cannot be removed is a warning naming it and the rest are
+        still removed. Networks get a short retry only (their services' tasks are gone by
+        then): at the backend's first use a request waits for this.
+        """
+        import docker
+
+        removed: dict[str, list[str]] = {}
+        for app, services in self._leftover_services(known).items():
             for s in services:
-                self._remove_service(s.id)
-        self._remove_networks(set(found))
-        return {app: [s.name for s in ss] for app, ss in found.items()}
+                try:
+                    self._remove_service(s.id, timeout=30.0)
+                except docker.errors.APIError as e:
+                    log.warning("could not remove service %s of unknown appliance %s: %s", s.name, app,
+                                _api_error(e))
+                    continue
+                removed.setdefault(app, []).append(s.name)
+        networks = self._leftover_networks(known)
+        gone = set(self._remove_networks(set(networks), timeout=5.0))
+        for app, names in networks.items():
+            removed.setdefault(app, []).extend(n for n in names if n in gone)
+        return {app: names for app, names in removed.items() if names}
 
     async def shutdown(self) -> None:
         if self._client is not None:

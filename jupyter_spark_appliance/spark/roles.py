@@ -59,6 +59,9 @@ class LaunchContext:
     username: str = ""
     secret: str = ""
     secret_file: Path | None = None  # holds just the secret (0600), for the gateway's drivers
+    # Executors' stdout/stderr under a worker's work dir roll past this size; 0 = never (as log_max_bytes).
+    executor_log_max_bytes: int = 50 * 1024 * 1024
+    executor_log_backups: int = 2  # rolled copies kept (as log_backups)
 
 
 @dataclass(frozen=True)
@@ -153,12 +156,33 @@ def _master(ctx: LaunchContext) -> Command:
     return Command(argv, env)
 
 
+#: Spark's size-based rolling reads an Int of bytes and rolls no finer than 80 KiB (SizeBasedRollingPolicy)
+MAX_ROLLING_BYTES, MIN_ROLLING_BYTES = 2**31 - 1, 80 * 1024
+
+
+def executor_log_rolling(max_bytes: int, backups: int) -> dict[str, str]:
+    """The worker's settings that cap its executors' logs (``<work dir>/<app>/<n>/stdout`` and ``stderr``).
+
+    A standalone worker writes each executor's output itself (ExecutorRunner's
+    FileAppender), rolling it as the *worker's* own conf says, so these are
+    system properties of the worker's JVM, not of the application. Spark keeps
+    every rolled file when ``maxRetainedFiles`` is 0, so at least one is kept.
+    """
+    if max_bytes <= 0:
+        return {}
+    return {"spark.executor.logs.rolling.strategy": "size",
+            "spark.executor.logs.rolling.maxSize": str(min(MAX_ROLLING_BYTES, max(MIN_ROLLING_BYTES, max_bytes))),
+            "spark.executor.logs.rolling.maxRetainedFiles": str(max(1, backups))}
+
+
 def _worker(ctx: LaunchContext) -> Command:
     if not ctx.args:
         raise ValueError("spark-worker needs the master's address as its first argument, e.g. [\"@spark-master:7077\"]")
     # In a container the limit also holds the worker daemon: offer executors the rest.
     offered = max(256, ctx.memory_mb - 384) if ctx.contained else ctx.memory_mb
-    env = {**_authenticated(ctx, "SPARK_WORKER_OPTS", _reverse_proxy_opts(ctx)),
+    rolling = executor_log_rolling(ctx.executor_log_max_bytes, ctx.executor_log_backups)
+    extra = " ".join([*(f"-D{k}={v}" for k, v in rolling.items()), _reverse_proxy_opts(ctx)]).strip()
+    env = {**_authenticated(ctx, "SPARK_WORKER_OPTS", extra),
            "SPARK_DAEMON_MEMORY": "256m", "SPARK_DAEMON_JAVA_OPTS": ctx.daemon_java_opts}
     argv = [_spark_class(ctx), WORKER_CLASS, master_url(ctx.args[0]),
             "--host", ctx.advertise_host, "--port", str(ctx.ports[7078]), "--webui-port", str(ctx.ports[8081]),
