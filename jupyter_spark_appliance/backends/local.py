@@ -159,6 +159,7 @@ class LocalBackend(Backend):
             username=request.credentials.username if request.credentials else "",
             secret=request.credentials.password if request.credentials else "",
             secret_file=request.credentials.secret_file if request.credentials else None,
+            executor_log_max_bytes=self.config.log_max_bytes, executor_log_backups=self.config.log_backups,
         )
         try:
             command = role.command(ctx)
