@@ -27,6 +27,8 @@ from jupyter_spark_appliance.spark.ports import port_is_free
 from jupyter_spark_appliance.spark.standalone import alive_workers
 from jupyter_spark_appliance.store import Store
 
+from appliance_processes import gone, record_pids
+
 pytestmark = pytest.mark.spark
 
 
@@ -36,19 +38,6 @@ def alive(model: dict) -> int:
 
 def container(model: dict, cid: str) -> dict:
     return next(c for c in model["containers"] if c["id"] == cid)
-
-
-def pids(model: dict, record_dir) -> list[int]:
-    record = json.loads((record_dir / model["id"] / "record.json").read_text())
-    handles = [i.get("handle") or {} for insts in record["instances"].values() for i in insts]
-    return [h["pid"] for h in handles if "pid" in h]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 async def wait_until(predicate, timeout: float = 240, what: str = "condition"):
@@ -154,7 +143,7 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
     assert "SIGKILL" in inst["last_reason"], inst
     assert container(model, "spark-worker")["restarts"] == 1 and model["state"] == "running"
     model = await wait_until(lambda: n_alive(1), what="the replaced worker to register")
-    assert worker_pid not in pids(model, appliance_data_dir)
+    assert worker_pid not in record_pids(appliance_data_dir, model["id"])
 
     # A server restart: a new manager over the same records re-adopts everything.
     restarted = ApplianceManager(
@@ -173,7 +162,7 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
         await restarted.shutdown()
 
     # DELETE: nothing of the appliance remains, its ports are free, Sparkmagic restored.
-    all_pids = pids(model, appliance_data_dir)
+    all_pids = record_pids(appliance_data_dir, model["id"])
     ports = [e["host_port"] for c in model["containers"] for e in c["endpoints"]]
     code, _ = await api.call("DELETE", "appliance/spark-livy")
     assert code == 204
@@ -213,7 +202,7 @@ async def test_failed_launch_cleans_up_and_reports(api, jp_fetch, appliance_data
     assert model["state"] == "failed"
     assert "exited with code 1" in model["reason"]  # with the JVM's own words after it
     assert container(model, "spark-worker")["state"] in ("killed", "submitted")
-    assert all(gone(p) for p in pids(model, appliance_data_dir))
+    assert all(gone(p) for p in record_pids(appliance_data_dir, model["id"]))
     await asyncio.sleep(0.5)
     stream.cancel()
     master_states = [e["instance"]["state"] for e in events
@@ -247,7 +236,7 @@ async def test_class_data_sharing_archive_is_recorded_once_then_used(api, applia
         assert (await api.call("POST", "appliance", spec))[0] == 201
         model = await api.wait_state("cds", {"running", "failed"})
         assert model["state"] == "running", model["reason"]
-        (pid,) = pids(model, appliance_data_dir)
+        (pid,) = record_pids(appliance_data_dir, model["id"])
         cmdline = psutil.Process(pid).cmdline()
         assert (await api.call("DELETE", "appliance/cds"))[0] == 204
         return cmdline
@@ -271,8 +260,8 @@ async def test_restart_shows_vanished_as_failed_and_shutdown_leaves_no_jvm(api, 
         assert (await api.call("POST", "appliance", {"id": app_id, **MASTER_ONLY}))[0] == 201
     for app_id in ("vanishing", "staying"):
         assert (await api.wait_state(app_id, {"running", "failed"}))["state"] == "running"
-    vanishing = pids((await api.call("GET", "appliance/vanishing"))[1], appliance_data_dir)
-    staying = pids((await api.call("GET", "appliance/staying"))[1], appliance_data_dir)
+    vanishing = record_pids(appliance_data_dir, "vanishing")
+    staying = record_pids(appliance_data_dir, "staying")
     manager = jp_serverapp.web_app.settings["spark_appliance_manager"]
     manager._monitor.cancel()  # the server is "down": nobody watches while the JVM dies
     os.kill(vanishing[0], signal.SIGKILL)
@@ -296,7 +285,7 @@ async def test_restart_shows_vanished_as_failed_and_shutdown_leaves_no_jvm(api, 
             return m if i["state"] == "running" and i["restarts"] == 1 else None
 
         model = await wait_until(back, timeout=120, what="the vanished master to be restarted")
-        assert vanishing[0] not in pids(model, appliance_data_dir)
+        assert vanishing[0] not in record_pids(appliance_data_dir, model["id"])
         await restarted.delete("vanishing")  # the new process is the restarted manager's to stop
     finally:
         await restarted.shutdown()
@@ -313,7 +302,7 @@ async def test_delete_during_launch_stops_what_started(api, appliance_data_dir):
          "args": ["@spark-master:7077"], "instances": 2}]}
     assert (await api.call("POST", "appliance", spec))[0] == 201
     await asyncio.sleep(0.3)  # the master is starting; the workers wait for it
-    started = pids((await api.call("GET", "appliance/hasty"))[1], appliance_data_dir)
+    started = record_pids(appliance_data_dir, "hasty")
     assert (await api.call("DELETE", "appliance/hasty"))[0] == 204
     assert started and all(gone(p) for p in started)
     assert (await api.call("GET", "appliance"))[1] == {"appliances": []}

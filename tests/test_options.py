@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import ipaddress
-import json
 import logging
 import os
 import random
@@ -39,6 +38,7 @@ from jupyter_spark_appliance.spark.roles import DEFAULT_ROLE_PATTERNS, MASTER_CL
 from jupyter_spark_appliance.spark.standalone import master_status
 from jupyter_spark_appliance.templates import DEFAULT_IMAGES
 
+from appliance_processes import gone, record_pids
 from conftest import Api
 
 T = TypeVar("T")
@@ -63,20 +63,6 @@ def unique(prefix: str) -> str:
 
 def container(model: dict[str, Any], cid: str) -> dict[str, Any]:
     return next(c for c in model["containers"] if c["id"] == cid)
-
-
-def instance_pids(data_dir: Path, app_id: str) -> list[int]:
-    """The pids the local backend recorded for the appliance's instances (record.json's handles)."""
-    record = json.loads((data_dir / app_id / "record.json").read_text())
-    handles = [i.get("handle") or {} for insts in record["instances"].values() for i in insts]
-    return [h["pid"] for h in handles if "pid" in h]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def processes_under(path: Path) -> list[int]:
@@ -188,7 +174,7 @@ class TestOneMasterJvm:
             assert container(model, "head")["role"] == "spark-master"
             model = await api.wait_state(app_id, {"running", "failed"})
             assert model["state"] == "running", model["reason"]
-            (pid,) = instance_pids(appliance_data_dir, app_id)
+            (pid,) = record_pids(appliance_data_dir, app_id)
             jvm = psutil.Process(pid)
             low, high = port_range
 
@@ -261,9 +247,14 @@ class TestStartTimeout:
             assert words in model["reason"], model["reason"]
             (inst,) = container(model, "spark-worker")["instance_states"]
             assert inst["state"] == "failed" and words in inst["reason"], inst
-            # The worker JVM, still trying to register when the timeout struck, is stopped.
-            (pid,) = instance_pids(appliance_data_dir, app_id)
-            assert gone(pid), psutil.Process(pid).cmdline()
+            # The worker JVM, still trying to register when the timeout struck, is stopped (the
+            # teardown after a failed launch gives it its grace period: wait for it, not assume).
+            (pid,) = record_pids(appliance_data_dir, app_id)
+
+            async def stopped() -> bool:
+                return gone(pid)
+
+            await wait_for("the worker JVM to be stopped", stopped, timeout=60)
         finally:
             assert (await api.call("DELETE", f"appliance/{app_id}"))[0] == 204
 

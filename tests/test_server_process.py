@@ -9,17 +9,15 @@ in-process pytest-jupyter server cannot do.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import time
-from pathlib import Path
 
 import psutil
 import pytest
 
 from jupyter_spark_appliance.spark.standalone import alive_workers
 
+from appliance_processes import gone, record_pids, wait_gone
 from jupyter_process import Server
 
 pytestmark = pytest.mark.spark
@@ -27,28 +25,6 @@ pytestmark = pytest.mark.spark
 MASTER_ONLY = {"containers": [
     {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},
      "ports": [{"container_port": 8080}, {"container_port": 7077}]}]}
-
-
-def pids(data_dir: Path, app_id: str) -> list[int]:
-    record = json.loads((data_dir / app_id / "record.json").read_text())
-    return [i["handle"]["pid"] for insts in record["instances"].values() for i in insts if i.get("handle")]
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def wait_gone(pid_list: list[int], timeout: float = 60) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        left = [p for p in pid_list if not gone(p)]
-        if not left:
-            return []
-        time.sleep(0.3)
-    return [p for p in pid_list if not gone(p)]
 
 
 def running(model: dict) -> bool:
@@ -62,7 +38,7 @@ def test_a_sigkilled_server_takes_its_appliances_with_it(tmp_path, shared_cds_di
         assert server.call("POST", "appliance", {"id": "doomed", **MASTER_ONLY})[0] == 201
         model = server.wait("doomed", running, "the master")
         assert model["state"] == "running", model["reason"]
-        started = pids(tmp_path / "appliances", "doomed")
+        started = record_pids(tmp_path / "appliances", "doomed")
         assert started and not any(gone(p) for p in started)
         server.stop(signal.SIGKILL)
         assert wait_gone(started) == [], [psutil.Process(p).cmdline() for p in started if not gone(p)]
@@ -83,19 +59,19 @@ def test_a_new_server_process_readopts_scales_and_deletes(tmp_path, shared_cds_d
         assert alive_workers(model["links"]["spark-ui"]) == 1
     finally:
         first.stop()
-    survivors = pids(data, "kept")
+    survivors = record_pids(data, "kept")
     assert len(survivors) == sum(c["instances"] for c in model["containers"])  # one process per instance
     assert not any(gone(p) for p in survivors)  # they outlived their server
 
     second = Server(tmp_path, data, f"--SparkApplianceApp.cds_dir={shared_cds_dir}")
     try:
         model = second.wait("kept", lambda m: m["state"] == "running", "re-adoption")
-        assert pids(data, "kept") == survivors  # the same processes, not new ones
+        assert record_pids(data, "kept") == survivors  # the same processes, not new ones
         code, body = second.call("PATCH", "appliance/kept/container/spark-worker", {"instances": 2})
         assert code == 202 and next(c for c in body["containers"] if c["id"] == "spark-worker")["instances"] == 2
         second.wait("kept", lambda m: m["state"] == "running" and alive_workers(m["links"]["spark-ui"]) == 2,
                     "two ALIVE workers")
-        everything = pids(data, "kept")
+        everything = record_pids(data, "kept")
         assert second.call("DELETE", "appliance/kept")[0] == 204
         assert wait_gone(everything) == []
         assert second.call("GET", "appliance")[1] == {"appliances": []}
@@ -103,6 +79,6 @@ def test_a_new_server_process_readopts_scales_and_deletes(tmp_path, shared_cds_d
         second.stop()
         # stop_on_shutdown was off for the first server: if anything above failed, what it
         # left must not outlive the test.
-        for pid in pids(data, "kept") if (data / "kept" / "record.json").exists() else []:
+        for pid in record_pids(data, "kept") if (data / "kept" / "record.json").exists() else []:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)

@@ -474,29 +474,23 @@ class DockerBackend(Backend):
         docker = docker_sdk()
 
         removed: dict[str, list[str]] = {}
+
+        def remove_each(kind: str, found: dict[str, list[Any]], **options: Any) -> None:
+            for app, objects in found.items():
+                for obj in objects:
+                    try:
+                        obj.remove(**options)
+                    except docker.errors.NotFound:
+                        pass
+                    except docker.errors.APIError as e:
+                        log.warning("could not remove %s %s of unknown appliance %s: %s", kind, obj.name, app,
+                                    e.explanation or e)
+                        continue
+                    removed.setdefault(app, []).append(obj.name)
+
         with engine_calls():
-            for app, containers in self._leftover_containers(known).items():
-                for c in containers:
-                    try:
-                        c.remove(force=True)
-                    except docker.errors.NotFound:
-                        pass
-                    except docker.errors.APIError as e:
-                        log.warning("could not remove container %s of unknown appliance %s: %s", c.name, app,
-                                    e.explanation or e)
-                        continue
-                    removed.setdefault(app, []).append(c.name)
-            for app, nets in self._leftover_networks(known).items():
-                for net in nets:
-                    try:
-                        net.remove()
-                    except docker.errors.NotFound:
-                        pass
-                    except docker.errors.APIError as e:
-                        log.warning("could not remove network %s of unknown appliance %s: %s", net.name, app,
-                                    e.explanation or e)
-                        continue
-                    removed.setdefault(app, []).append(net.name)
+            remove_each("container", self._leftover_containers(known), force=True)
+            remove_each("network", self._leftover_networks(known))
         return removed
 
     async def shutdown(self) -> None:
