@@ -18,126 +18,160 @@ driver (cold: the Scala compiler's classes load and warm up) and for the next on
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
 import requests
 
-from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing  # noqa: E402
-from jupyter_spark_appliance.spark.cds_recording import record_archives  # noqa: E402
-from jupyter_spark_appliance.spark.home import find_spark_home  # noqa: E402
-from jupyter_spark_appliance.spark.ports import allocate_port  # noqa: E402
-from jupyter_spark_appliance.spark.standalone import start_cluster  # noqa: E402
+from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
+from jupyter_spark_appliance.spark.cds_recording import record_archives
+from jupyter_spark_appliance.spark.home import find_spark_home
+from jupyter_spark_appliance.spark.ports import allocate_port
+from jupyter_spark_appliance.spark.processes import stop_group
+from jupyter_spark_appliance.spark.standalone import start_cluster
+
+from common import http_session, process_tree_mb, run_python_json
+
+PLAIN = http_session()  # a hand-run gateway has no Basic auth; an appliance's gets http_session(its credentials)
+Memory = Callable[[], dict[str, float]]  # named MB figures, "total" being the one a goal is about
 
 
 def tree_rss_mb(pid: int) -> float:
-    proc = psutil.Process(pid)
-    procs = [proc] + proc.children(recursive=True)
-    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+    return process_tree_mb(pid)
 
 
-def wait_idle(url: str, sid: int) -> None:
-    while (state := requests.get(f"{url}/sessions/{sid}").json()["state"]) != "idle":
-        if state in ("dead", "error"):
-            raise RuntimeError(requests.get(f"{url}/sessions/{sid}/log").json())
+def wait_idle(url: str, sid: int, http: requests.Session = PLAIN, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while (state := http.get(f"{url}/sessions/{sid}", timeout=30).json()["state"]) != "idle":
+        if state in ("dead", "error", "killed"):
+            raise RuntimeError(http.get(f"{url}/sessions/{sid}/log", timeout=30).json())
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"session {sid} still {state} after {timeout:.0f} s")
         time.sleep(0.05)
 
 
-def statement(url: str, sid: int, code: str) -> dict:
-    stmt = requests.post(f"{url}/sessions/{sid}/statements", json={"code": code}).json()
-    while stmt["state"] != "available":
-        time.sleep(0.05)
-        stmt = requests.get(f"{url}/sessions/{sid}/statements/{stmt['id']}").json()
-    return stmt
+def open_session(url: str, kind: str = "pyspark", http: requests.Session = PLAIN) -> int:
+    r = http.post(url + "/sessions", json={"kind": kind}, timeout=60)
+    r.raise_for_status()
+    return r.json()["id"]
+
+
+def statement(url: str, sid: int, code: str, http: requests.Session = PLAIN) -> dict:
+    return timed(url, sid, code, http=http)[1]
+
+
+COLD_SESSION = """
+import json, sys, time
+t0 = time.monotonic()
+args = json.loads(sys.stdin.readline())
+from pyspark.sql import SparkSession
+builder = SparkSession.builder.master(args["master"])
+for key, value in args["conf"].items():
+    builder = builder.config(key, value)
+spark = builder.getOrCreate()
+t1 = time.monotonic()
+n = spark.range(args["count"]).count() if args["count"] else None
+t2 = time.monotonic()
+spark.stop()
+print(json.dumps({"get_or_create": t1 - t0, "first_result": t2 - t0, "count": n}))
+"""
+
+
+def cold_session(master: str, conf: dict[str, str] | None = None, count: int = 0) -> dict[str, float]:
+    """A new kernel's cold ``SparkSession.builder.getOrCreate()`` on ``master``, then ``range(count).count()``.
+
+    The baseline a user has without the appliance's warm driver: a fresh Python
+    imports PySpark, starts a driver JVM and registers with the master (and, with
+    ``count``, waits for an executor). Seconds from before the import. ``conf``
+    (Spark's RPC secret for an appliance's master) goes in on stdin, not argv.
+    """
+    settings = {"spark.driver.memory": "512m", "spark.executor.memory": "512m",
+                "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", **(conf or {})}
+    out = run_python_json(COLD_SESSION, {"master": master, "conf": settings, "count": count})
+    if count and out["count"] != count:
+        raise RuntimeError(f"cold session counted {out['count']}, not {count}")
+    return out
 
 
 def cold_get_or_create(master: str) -> float:
-    code = ("import time; t=time.monotonic(); from pyspark.sql import SparkSession; "
-            f"s=SparkSession.builder.master('{master}').config('spark.driver.memory','512m')"
-            ".config('spark.executor.memory','512m').getOrCreate(); print(time.monotonic()-t); s.stop()")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
-    return float(out.stdout.strip().splitlines()[-1])
+    return cold_session(master)["get_or_create"]
 
 
-def measure_gateway(master_url: str, log_dir: Path, *extra: str) -> dict[str, float]:
+def start_gateway(master_url: str, log_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A hand-run Livy gateway (no auth) in its own process group, once it answers."""
     port = allocate_port("127.0.0.1")
     gateway = subprocess.Popen([sys.executable, "-m", "jupyter_spark_appliance.livy", "--master", master_url,
                                 "--port", str(port), "--log-dir", str(log_dir), *extra],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            PLAIN.get(url + "/version", timeout=1)
+            return gateway, url
+        except requests.ConnectionError:
+            if time.monotonic() > deadline or gateway.poll() is not None:
+                stop_gateway(gateway)
+                raise RuntimeError("the gateway did not answer") from None
+            time.sleep(0.1)
+
+
+def stop_gateway(gateway: subprocess.Popen[bytes]) -> None:
+    """The gateway with its drivers (its process group), even if it ignores SIGTERM."""
+    stop_group(gateway.pid, gateway, grace=30)
+
+
+def measure_gateway(master_url: str, log_dir: Path, *extra: str) -> dict[str, float]:
+    gateway, url = start_gateway(master_url, log_dir, *extra)
     try:
-        while True:
-            try:
-                requests.get(url + "/version", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
         # First session while the warm driver may still be starting: what a user sees
         # right after launch. Its first statement also waits for the first executor.
         t0 = time.monotonic()
-        sid = requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"]
+        sid = open_session(url)
         wait_idle(url, sid)
         first_idle = time.monotonic() - t0
         assert statement(url, sid, "spark.range(100).count()")["output"]["data"]["text/plain"] == "100"
         first_result = time.monotonic() - t0
         # A session once the driver is warm.
         t1 = time.monotonic()
-        sid2 = requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"]
+        sid2 = open_session(url)
         wait_idle(url, sid2)
         warm_idle = time.monotonic() - t1
         statement(url, sid2, "1 + 1")
         warm_result = time.monotonic() - t1
-        requests.delete(f"{url}/sessions/{sid2}")
+        PLAIN.delete(f"{url}/sessions/{sid2}")
         time.sleep(1)
         rss_1 = tree_rss_mb(gateway.pid)
-        ids = [requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"] for _ in range(5)]
+        ids = [open_session(url) for _ in range(5)]
         for s in ids:
             wait_idle(url, s)
             statement(url, s, "spark.range(10).count()")
         time.sleep(1)
         rss_6 = tree_rss_mb(gateway.pid)
     finally:
-        gateway.terminate()
-        gateway.wait(60)
+        stop_gateway(gateway)
     return {"first_idle": first_idle, "first_result": first_result, "warm_idle": warm_idle,
             "warm_result": warm_result, "rss_1": rss_1, "rss_6": rss_6}
 
 
-def start_gateway(master_url: str, log_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = allocate_port("127.0.0.1")
-    gateway = subprocess.Popen([sys.executable, "-m", "jupyter_spark_appliance.livy", "--master", master_url,
-                                "--port", str(port), "--log-dir", str(log_dir), *extra],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            requests.get(url + "/version", timeout=1)
-            return gateway, url
-        except requests.ConnectionError:
-            if time.monotonic() > deadline or gateway.poll() is not None:
-                gateway.kill()
-                raise RuntimeError("the gateway did not answer") from None
-            time.sleep(0.1)
-
-
-def timed(url: str, sid: int, code: str, poll: float = 0.05, timeout: float = 300) -> tuple[float, dict]:
+def timed(url: str, sid: int, code: str, poll: float = 0.05, timeout: float = 300,
+          http: requests.Session = PLAIN) -> tuple[float, dict]:
     """Seconds from POST to ``available``, and the statement."""
     t0 = time.monotonic()
-    stmt = requests.post(f"{url}/sessions/{sid}/statements", json={"code": code}).json()
-    while stmt["state"] not in ("available", "cancelled"):
+    r = http.post(f"{url}/sessions/{sid}/statements", json={"code": code}, timeout=60)
+    r.raise_for_status()
+    stmt = r.json()
+    while stmt["state"] not in ("available", "cancelled", "error"):
         if time.monotonic() - t0 > timeout:
             raise RuntimeError(f"statement stuck: {stmt}")
         time.sleep(poll)
-        stmt = requests.get(f"{url}/sessions/{sid}/statements/{stmt['id']}").json()
+        stmt = http.get(f"{url}/sessions/{sid}/statements/{stmt['id']}", timeout=60).json()
     return time.monotonic() - t0, stmt
 
 
@@ -145,72 +179,107 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
-def measure_many(master_url: str, log_dir: Path, sessions: int = 20, per_session: int = 10) -> dict[str, float]:
-    """A class at once on the warm driver (the gateway's defaults): RSS and statement latency."""
+def measure_many(master_url: str, log_dir: Path, sessions: int = 20, per_session: int = 10,
+                 alone_runs: int = 20) -> dict[str, float]:
+    """A class at once on a hand-run gateway (its defaults): what measure_many_at measures, its RSS."""
     gateway, url = start_gateway(master_url, log_dir)
     try:
-        one = requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"]
-        wait_idle(url, one)
-        timed(url, one, "spark.range(1000).count()")
-        time.sleep(1)
-        rss_1 = tree_rss_mb(gateway.pid)
-        # Baseline: one trivial statement alone on an idle session (median of 20).
-        alone = statistics.median(timed(url, one, "1 + 1")[0] for _ in range(20))
-        requests.delete(f"{url}/sessions/{one}")
+        return measure_many_at(url, lambda: {"total": tree_rss_mb(gateway.pid)}, PLAIN, sessions, per_session,
+                               alone_runs)
+    finally:
+        stop_gateway(gateway)
 
+
+def measure_many_at(url: str, memory: Memory, http: requests.Session = PLAIN, sessions: int = 20,
+                    per_session: int = 10, alone_runs: int = 20) -> dict[str, float]:
+    """A class at once on the gateway at ``url``: memory and statement latency.
+
+    One session runs a job and then ``alone_runs`` trivial statements alone (the
+    baseline, its median); then ``sessions`` sessions open at once, each runs
+    ``spark.range(1000).count()`` (memory is read then: ``memory()`` before and
+    after, its "total" being the goal's figure) and then ``per_session`` trivial
+    statements each, all sessions at once. Every session is deleted at the end.
+    """
+    one = open_session(url, http=http)
+    wait_idle(url, one, http)
+    timed(url, one, "spark.range(1000).count()", http=http)
+    time.sleep(1)
+    mem_1 = memory()
+    alone = statistics.median(timed(url, one, "1 + 1", http=http)[0] for _ in range(alone_runs))
+    http.delete(f"{url}/sessions/{one}", timeout=60)
+
+    ids: list[int] = []
+    try:
         with ThreadPoolExecutor(sessions) as pool:
-            ids = list(pool.map(lambda _: requests.post(url + "/sessions", json={"kind": "pyspark"}).json()["id"],
-                                range(sessions)))
+            ids = list(pool.map(lambda _: open_session(url, http=http), range(sessions)))
             for sid in ids:
-                wait_idle(url, sid)
-            counts = list(pool.map(lambda sid: timed(url, sid, "spark.range(1000).count()")[1], ids))
+                wait_idle(url, sid, http)
+            counts = list(pool.map(lambda sid: timed(url, sid, "spark.range(1000).count()", http=http)[1], ids))
             assert all(c["output"]["data"]["text/plain"] == "1000" for c in counts), counts
             time.sleep(1)
-            rss_n = tree_rss_mb(gateway.pid)
-            apps = {requests.get(f"{url}/sessions/{sid}").json()["appId"] for sid in ids}
+            mem_n = memory()
+            apps = {http.get(f"{url}/sessions/{sid}", timeout=30).json()["appId"] for sid in ids}
 
             def burst(sid: int) -> list[tuple[float, dict]]:
-                return [timed(url, sid, f"{i} + 1") for i in range(per_session)]
+                return [timed(url, sid, f"{i} + 1", http=http) for i in range(per_session)]
 
             results = [r for rs in pool.map(burst, ids) for r in rs]
-        ok = sum(stmt["output"]["status"] == "ok" for _, stmt in results)
-        latencies = [t for t, _ in results]
-        for sid in ids:
-            requests.delete(f"{url}/sessions/{sid}")
     finally:
-        gateway.terminate()
-        gateway.wait(60)
-    return {"rss_1": rss_1, "rss_n": rss_n, "drivers": len(apps), "alone": alone, "statements": len(results),
-            "ok": ok, "p50": statistics.median(latencies), "p95": p95(latencies), "max": max(latencies)}
+        for sid in ids:
+            http.delete(f"{url}/sessions/{sid}", timeout=60)
+    ok = sum((stmt.get("output") or {}).get("status") == "ok" for _, stmt in results)
+    latencies = [t for t, _ in results]
+    out: dict[str, float] = {"rss_1": mem_1["total"], "rss_n": mem_n["total"], "drivers": len(apps),
+                             "alone": alone, "statements": len(results), "ok": ok, "sessions": sessions,
+                             "p50": statistics.median(latencies), "p95": p95(latencies), "max": max(latencies)}
+    out.update({f"mem_1_{k}": v for k, v in mem_1.items()})
+    out.update({f"mem_n_{k}": v for k, v in mem_n.items()})
+    return out
 
 
 def measure_scala(master_url: str, log_dir: Path) -> dict[str, float]:
-    """Gateway defaults (one warm driver): RSS and POST -> idle of PySpark and Scala sessions on it."""
+    """Gateway defaults (one warm driver) on a hand-run gateway: what measure_scala_at measures."""
     gateway, url = start_gateway(master_url, log_dir)
     try:
-        def open_session(kind: str, code: str) -> tuple[float, int]:
-            t0 = time.monotonic()
-            sid = requests.post(url + "/sessions", json={"kind": kind}).json()["id"]
-            wait_idle(url, sid)
-            seconds = time.monotonic() - t0
-            statement(url, sid, code)
-            return seconds, sid
-
-        py_first, _ = open_session("pyspark", "spark.range(10).count()")  # the driver is up and has run a job
-        time.sleep(2)
-        rss_0 = tree_rss_mb(gateway.pid)
-        py_idle, _ = open_session("pyspark", "spark.range(10).count()")
-        time.sleep(2)
-        rss_py = tree_rss_mb(gateway.pid)
-        cold, _ = open_session("spark", "spark.range(10).count()")
-        time.sleep(2)
-        rss_scala1 = tree_rss_mb(gateway.pid)
-        warm, _ = open_session("spark", "spark.range(10).count()")
-        time.sleep(2)
-        rss_scala2 = tree_rss_mb(gateway.pid)
+        return measure_scala_at(url, lambda: tree_rss_mb(gateway.pid), PLAIN)
     finally:
-        gateway.terminate()
-        gateway.wait(60)
+        stop_gateway(gateway)
+
+
+def measure_scala_at(url: str, rss: Callable[[], float], http: requests.Session = PLAIN) -> dict[str, float]:
+    """RSS and POST -> idle of PySpark and Scala sessions on the gateway at ``url``'s warm driver.
+
+    "cold" is the driver's first Scala session: its interpreter starts the way
+    spark-shell's does (the Scala compiler's classes load and warm up), inside a
+    driver that already runs; "warm" is the next one on the same driver.
+    """
+    opened: list[int] = []
+
+    def session_of(kind: str, code: str) -> float:
+        t0 = time.monotonic()
+        sid = open_session(url, kind, http)
+        opened.append(sid)
+        wait_idle(url, sid, http)
+        seconds = time.monotonic() - t0
+        statement(url, sid, code, http)
+        return seconds
+
+    try:
+        session_of("pyspark", "spark.range(10).count()")  # the driver is up and has run a job
+        time.sleep(2)
+        rss_0 = rss()
+        py_idle = session_of("pyspark", "spark.range(10).count()")
+        time.sleep(2)
+        rss_py = rss()
+        cold = session_of("spark", "spark.range(10).count()")
+        time.sleep(2)
+        rss_scala1 = rss()
+        warm = session_of("spark", "spark.range(10).count()")
+        time.sleep(2)
+        rss_scala2 = rss()
+    finally:
+        for sid in opened:
+            http.delete(f"{url}/sessions/{sid}", timeout=60)
     return {"py_idle": py_idle, "cold": cold, "warm": warm, "rss_0": rss_0, "py_mb": rss_py - rss_0,
             "scala1_mb": rss_scala1 - rss_py, "scala2_mb": rss_scala2 - rss_scala1, "rss_total": rss_scala2}
 
