@@ -93,8 +93,14 @@ def run_everywhere(url: str, ids: list[int], code: str, times: int) -> list[Trac
         return [t for traces in pool.map(one, ids) for t in traces]
 
 
-def assert_never_silent(traces: list[Trace], limit: float = 30.0) -> None:
-    """No statement was seen running with no progress and no notice longer than ``limit`` after submission."""
+def assert_never_silent(traces: list[Trace], limit: float = 60.0) -> None:
+    """No statement was seen running with no progress and no notice longer than ``limit`` after submission.
+
+    A hang is minutes of silence; the gateway's notice comes after 3 s of waiting. The bound is
+    generous because on 2 busy cores 40 sessions' statements spend a while in the shared driver's
+    Python before their job even exists (34.7 s was seen in a loaded CI run), and that is not a
+    wait for the cluster.
+    """
     for trace in traces:
         silent = [t - trace.submitted for t, state, progress, notice in trace.samples
                   if state == "running" and progress == 0 and not notice]
