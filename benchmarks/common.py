@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 
 from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS
 from jupyter_spark_appliance.spark.ports import allocate_port
-from jupyter_spark_appliance.spark.processes import stop_group
+from jupyter_spark_appliance.spark.processes import kill_group, stop_group
 from jupyter_spark_appliance.spark.standalone import (
     alive_workers,
     master_status,
@@ -275,24 +275,7 @@ def python_process(code: str, stdin: dict[str, Any]) -> Iterator[subprocess.Pope
     finally:
         if proc.poll() is None:
             stop_group(proc.pid, proc, grace=20)  # type: ignore[arg-type]
-        kill_group_leftovers(proc.pid)
-
-
-def kill_group_leftovers(pgid: int) -> None:
-    """SIGKILL what is left in a process group whose leader is gone (a JVM that outlived its Python)."""
-    left = []
-    for p in psutil.process_iter():
-        try:
-            if os.getpgid(p.pid) == pgid:
-                left.append(p)
-        except (psutil.Error, ProcessLookupError):
-            continue
-    for p in left:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(left, timeout=10)
+        kill_group(proc.pid)  # a JVM that outlived its Python
 
 
 def run_python_json(code: str, stdin: dict[str, Any], timeout: float = 300) -> dict[str, Any]:

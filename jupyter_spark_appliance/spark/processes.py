@@ -68,6 +68,18 @@ def _signal(pgid: int | None, pid: int, sig: signal.Signals) -> None:
         pass
 
 
+def kill_group(pgid: int, timeout: float = 10.0) -> None:
+    """SIGKILL every member of a process group, even one whose leader is gone (a JVM that
+    outlived the Python that started it), and wait for them."""
+    members = _group_members(pgid, pgid)
+    for p in members:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(members, timeout=timeout)
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
