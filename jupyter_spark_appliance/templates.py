@@ -134,7 +134,7 @@ def _spark_livy(v: dict[str, Any]) -> dict[str, Any]:
                 "network_mode": "container",
                 "ports": [{"container_port": 8998, "name": "livy"}],
                 "args": ["spark://@spark-master:7077", "http://@spark-master:8080"],
-                "env": dict(prefix),
+                "env": {**prefix, "LIVY_RESOURCE_WAIT_LIMIT": str(v["resource_wait_limit"])},
                 "dependencies": ["spark-master"],
             },
             {
@@ -188,6 +188,9 @@ SPARK_LIVY = Template(
         Parameter("worker_memory", "integer", 1024, "Memory each worker offers (MB)", minimum=256),
         Parameter("master_memory", "integer", 1024, "Memory of the master (MB)", minimum=128),
         Parameter("livy_memory", "integer", 2048, "Memory of the Livy endpoint (MB)", minimum=256),
+        Parameter("resource_wait_limit", "integer", 60,
+                  "Seconds a Livy statement waits for cluster resources before it ends with an error "
+                  "saying so (0: wait as long as it takes)", minimum=0, maximum=86400),
         Parameter("connect", "boolean", True, "Spark Connect server (sc://localhost:PORT, with a token)"),
         Parameter("connect_memory", "integer", 1024, "Memory of the Spark Connect server's driver (MB)",
                   minimum=512),

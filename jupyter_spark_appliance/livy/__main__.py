@@ -40,6 +40,14 @@ DEFAULT_CONF = {
 }
 
 
+def _env_seconds(name: str, default: float) -> float:
+    """A default in seconds from the environment (the appliance's livy container sets it), if it is one."""
+    try:
+        return max(0.0, float(os.environ.get(name) or default))
+    except ValueError:
+        return default
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m jupyter_spark_appliance.livy", description=__doc__)
     p.add_argument("--master", required=True, help="spark://HOST:PORT of the standalone master")
@@ -77,6 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--notice-after", type=float, default=3.0, metavar="SECONDS",
                    help="a running statement whose tasks wait this long with none running gets a notice "
                         "(its JSON's 'notice', and the session log when it waits for the cluster); default 3")
+    p.add_argument("--resource-wait-limit", type=float,
+                   default=_env_seconds("LIVY_RESOURCE_WAIT_LIMIT", 60.0), metavar="SECONDS",
+                   help="a statement that waits this long for cluster resources (no executor, no free cores) "
+                        "is cancelled and ends with an error saying so, which Sparkmagic shows; 0 = wait "
+                        "for as long as it takes (default: $LIVY_RESOURCE_WAIT_LIMIT, else 60)")
     p.add_argument("--idle-timeout", type=float, default=0, help="delete sessions idle this long (s); 0 = never")
     p.add_argument("--username", default=os.environ.get("LIVY_GATEWAY_USERNAME", ""),
                    help="enable Basic auth with this user; the password is read from $LIVY_GATEWAY_PASSWORD")
@@ -117,6 +130,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_sessions_per_driver=args.sessions_per_driver, idle_timeout=args.idle_timeout or None,
         cds_dir=Path(args.cds_dir) if args.cds_dir else None,
         master_ui=args.master_ui or None, max_drivers=args.max_drivers, notice_after=args.notice_after,
+        resource_wait_limit=max(0.0, args.resource_wait_limit),
         max_sessions=max(0, args.max_sessions), max_output_bytes=max(1024, args.max_output_bytes),
         spark_secret_file=secret_file,
     ))

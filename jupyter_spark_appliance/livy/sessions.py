@@ -112,6 +112,7 @@ class Statement:
     stalled_since: float | None = None  # monotonic: unfinished tasks, none running
     waiting_since: float | None = None  # wall clock: waiting for cluster resources (noticed)
     waited: float = 0.0  # seconds spent waiting for cluster resources
+    gave_up: str | None = None  # waited past resource_wait_limit: cancelled, and the error it ends with
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "code": self.code, "state": self.state, "output": self.output,
@@ -206,6 +207,9 @@ class GatewayConfig:
     max_sessions: int = 200  # 0: no limit
     max_output_bytes: int = 1024 * 1024  # a statement's output JSON, truncated past it with a note
     spark_secret_file: str | None = None  # the appliance's Spark RPC secret (a 0600 file): drivers authenticate
+    # Seconds a statement may wait for cluster resources before it ends with an error saying so
+    # (Sparkmagic shows a statement's output only once it ends); 0: wait for as long as it takes.
+    resource_wait_limit: float = 0.0
 
 
 def memory_mb(value: str | None, default_mb: int) -> int:
@@ -543,11 +547,17 @@ class SessionManager:
         if stmt.stalled_since is not None:
             self._unstall(session, stmt)
         stmt.completed, stmt.progress = now_ms(), 1.0
-        if event.get("cancelled"):
+        if stmt.gave_up is not None:
+            # Livy's shape for a failed statement: "available" with an error output, which
+            # Sparkmagic prints (evalue, then traceback) in the cell that waited.
+            stmt.state = "available"
+            stmt.output = {"status": "error", "execution_count": stmt.id, "ename": "ClusterResourcesUnavailable",
+                           "evalue": stmt.gave_up, "traceback": []}
+        elif event.get("cancelled"):
             stmt.state = "cancelled"
         else:
             stmt.state, stmt.output = "available", event.get("output")
-        if stmt.waited >= 1:
+        if stmt.waited >= 1 and stmt.gave_up is None:
             stmt.notice = f"waited {stmt.waited:.0f} s for cluster resources"
             output = stmt.output
             # Sparkmagic shows an error's evalue and traceback: say there why it took so long. An ok
@@ -647,6 +657,24 @@ class SessionManager:
                     stmt.waiting_since = time.time() - (now - stmt.stalled_since)
                     session.log.append(f"statement {stmt.id}: {message}")
                     log.warning("session %d statement %d: %s", session.id, stmt.id, message)
+                limit = self.config.resource_wait_limit
+                if (for_cluster and limit > 0 and stmt.gave_up is None and stmt.state == "running"
+                        and stmt.waiting_since is not None and time.time() - stmt.waiting_since >= limit):
+                    self._give_up(session, stmt, message, limit)
+
+    def _give_up(self, session: Session, stmt: Statement, message: str, limit: float) -> None:
+        """A statement that waited ``limit`` seconds for the cluster: cancel it, and say why in its output.
+
+        Sparkmagic shows nothing of a statement until it ends, so a cell that
+        waits for cores the cluster does not have would look hung; ending it
+        with the reason tells the user what to do (add a worker, run it again).
+        """
+        stmt.gave_up = (f"{message}. Gave up after {limit:.0f} s (the gateway's --resource-wait-limit): "
+                        "add a worker (the Spark appliance panel's \"Add a worker\") and run the statement again.")
+        session.log.append(f"statement {stmt.id}: cancelled after waiting {limit:.0f} s for cluster resources")
+        log.warning("session %d statement %d: cancelled after waiting %.0f s for cluster resources",
+                    session.id, stmt.id, limit)
+        self.cancel(session, stmt)
 
     def resources(self) -> dict[str, Any]:
         """``GET /appliance/resources``: who waits for the cluster, and what the cluster has."""
