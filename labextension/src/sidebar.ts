@@ -3,7 +3,7 @@ import { Widget } from '@lumino/widgets';
 
 import { api, ApiError, ApplianceModel } from './api';
 import { ApplianceCard } from './card';
-import { ApplianceEvent, ApplianceEvents } from './events';
+import { ApplianceEvent, ApplianceEvents, ConnectionStatus } from './events';
 import { ITabOpener } from './tabs';
 import { Parameter, Templates } from './wire';
 
@@ -97,6 +97,8 @@ export class ApplianceSidebar extends Widget {
     title.textContent = 'Spark';
     this.statusNode = document.createElement('span');
     this.statusNode.className = 'jp-SparkAppliance-connection';
+    this.statusNode.setAttribute('role', 'status');
+    this.statusNode.dataset.connection = 'connecting';
     const launch = document.createElement('button');
     launch.className = 'jp-Button jp-mod-styled jp-mod-accept jp-SparkAppliance-launch';
     launch.textContent = 'Launch Spark cluster';
@@ -126,10 +128,23 @@ export class ApplianceSidebar extends Widget {
     this.events = new ApplianceEvents(
       e => this.onEvent(e),
       () => void this.refresh(),
-      ok => (this.statusNode.textContent = ok ? '' : 'reconnecting…')
+      status => this.showConnection(status)
     );
     this.events.connect();
     void this.loadTemplates();
+  }
+
+  /** The status line: empty while live; while not, what is being done about it (data-connection for tests). */
+  private showConnection(status: ConnectionStatus): void {
+    const node = this.statusNode;
+    node.dataset.connection = status.state;
+    if (status.state === 'backoff') {
+      node.dataset.retry = String(status.retry);
+      node.textContent = `reconnecting… (retry ${status.retry} in ${status.delayMs / 1000} s)`;
+    } else {
+      delete node.dataset.retry;
+      node.textContent = status.state === 'open' ? '' : 'reconnecting…';
+    }
   }
 
   setDefaults(defaults: LaunchDefaults): void {

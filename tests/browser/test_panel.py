@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import psutil
 import pytest
@@ -267,6 +268,103 @@ def test_live_updates_survive_dropped_streams(lab, page):
                     headers={"Authorization": f"token {lab['token']}"})
     card.wait_for(state="detached", timeout=60_000)  # the deletion arrives live too
     assert page.evaluate("window.__opens") >= 3
+
+
+# What the page itself saw of its live updates: how many EventSources it made (only the panel's own
+# connect() makes one; the browser's retries reuse the object) and each text of the panel's status line.
+WATCH_CONNECTION = """window.__sources = 0; const Orig = window.EventSource;
+    window.EventSource = class extends Orig { constructor(...a) { super(...a); window.__sources++; } };
+    window.__status = [];
+    new MutationObserver(records => { for (const r of records) {
+        const node = r.target.nodeType === Node.ELEMENT_NODE ? r.target : r.target.parentElement;
+        const line = node && node.closest('.jp-SparkAppliance-connection');
+        if (line && window.__status[window.__status.length - 1] !== line.textContent) {
+            window.__status.push(line.textContent); } } })
+        .observe(document, { subtree: true, childList: true, characterData: true });"""
+
+
+def test_panel_backs_off_and_reconnects_when_the_hub_proxy_answers_503(lab, page):
+    """The server ends the stream (every 4 s here) and the reconnects get 503, as from JupyterHub's
+    configurable-http-proxy while the single-user server restarts: the browser's EventSource then
+    closes for good, so only the panel's own back-off brings the live updates back.
+
+    The 503s are the one fake here, a fault injected at the network edge (Playwright's page.route on
+    the events URL): there is no hub proxy in this test and a real server cannot be made to answer its
+    own restart's 503. The stream's end is the real server's. Checked by breaking: without the panel's
+    back-off branch (events.ts) the panel stays "reconnecting…" and this test fails.
+    """
+    page.add_init_script(WATCH_CONNECTION)
+    page.reload()
+    wait_for_panel(page)
+    line = ".jp-SparkAppliance-connection"
+    page.locator(f'{line}[data-connection="open"]').wait_for(state="attached", timeout=60_000)
+    events_path = f"{lab['base_url']}spark-appliance/events"
+
+    def is_events(url: str) -> bool:
+        return urlparse(url).path == events_path
+
+    served: list[str] = []
+
+    def proxy_restarting(route) -> None:  # noqa: ANN001
+        served.append(route.request.url)
+        route.fulfill(status=503, content_type="text/html",
+                      body="<html><body><h1>503 Service Unavailable</h1></body></html>")
+
+    sources = page.evaluate("window.__sources")
+    page.route(is_events, proxy_restarting)
+    try:
+        # The server's end of the stream, the browser's retry gets 503 (it gives up), then the panel's
+        # own attempts 1 s and 2 s later get 503 too: its third wait is 4 s.
+        page.locator(f'{line}[data-connection="backoff"][data-retry="3"]').wait_for(timeout=60_000)
+        # A change while the panel is cut off: it cannot know yet.
+        r = requests.post(f"{lab['base']}/spark-appliance/appliance",
+                          headers={"Authorization": f"token {lab['token']}"}, json=BACKOFF_APPLIANCE, timeout=60)
+        assert r.status_code == 201, r.text
+        card = page.locator('.jp-SparkAppliance-card[data-appliance-id="backoff"]')
+        assert card.count() == 0
+        assert page.locator(line).inner_text().startswith("reconnecting… (retry ")
+        page.unroute(is_events, proxy_restarting)  # the single-user server is back behind the proxy
+
+        # Back within the wait in progress (32 s at most: the back-off is capped), with no reload: the
+        # reopened stream's refresh shows the appliance launched meanwhile, and its live updates follow.
+        page.locator(f'{line}[data-connection="open"]').wait_for(state="attached", timeout=45_000)
+        page.locator('.jp-SparkAppliance-card[data-appliance-id="backoff"][data-state="running"]').wait_for(
+            timeout=120_000)
+        history = page.evaluate("window.__status")
+        first = next(i for i, text in enumerate(history) if "(retry " in text)
+        tried = len(served)
+        assert tried >= 3
+        # The browser's own retry of the stream the server ended, then the panel's doubling waits, one per 503,
+        # each a new EventSource of the panel's (the browser never makes one), then live again.
+        assert history[first - 1] == "reconnecting…"
+        assert history[first:first + tried] == [f"reconnecting… (retry {n} in {2 ** (n - 1)} s)"
+                                                for n in range(1, tried + 1)]
+        assert history[first + tried] == ""
+        assert page.evaluate("window.__sources") - sources == tried
+
+        # A success resets the back-off: the next 503 waits 1 s again, not 2 ** tried s.
+        mark = len(page.evaluate("window.__status"))
+        page.route(is_events, proxy_restarting, times=1)
+        page.wait_for_function(f"""(() => {{ const h = window.__status.slice({mark});
+            const i = h.findIndex(t => t.includes('(retry ')); return i >= 0 && h.indexOf('', i) > i; }})()""",
+                               timeout=60_000)
+        again = [t for t in page.evaluate("window.__status")[mark:] if "(retry " in t]
+        assert again == ["reconnecting… (retry 1 in 1 s)"]
+        assert len(served) == tried + 1
+
+        # Live on the panel's own new stream: the deletion arrives without a reload.
+        r = requests.delete(f"{lab['base']}/spark-appliance/appliance/backoff",
+                            headers={"Authorization": f"token {lab['token']}"}, timeout=60)
+        assert r.status_code == 204, r.text
+        card.wait_for(state="detached", timeout=60_000)
+    finally:
+        requests.delete(f"{lab['base']}/spark-appliance/appliance/backoff",
+                        headers={"Authorization": f"token {lab['token']}"}, timeout=60)
+
+
+BACKOFF_APPLIANCE = {"id": "backoff", "containers": [
+    {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},
+     "ports": [{"container_port": 8080, "name": "spark-ui"}, {"container_port": 7077}]}]}
 
 
 # ---------------------------------------------------------------- under a base URL, as JupyterHub serves it
