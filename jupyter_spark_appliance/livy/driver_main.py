@@ -13,6 +13,11 @@ statement's tasks (done, total, running) from the status tracker, and how
 many executors the application has. From these the gateway derives Livy's
 ``progress`` and notices a statement waiting for cluster resources.
 
+Completions (``op: complete``) run in a small pool of their own threads, never
+in a session's statement thread, so a session busy with a long statement still
+completes; each is answered with a ``completion`` event carrying the request's
+number.
+
 Protocol with the gateway: JSON lines on stdin (requests) and on the file
 descriptor given by ``--reply-fd`` (events); stdout/stderr are the driver log.
 The first line on stdin is the setup (master, name, Spark conf, where the Spark
@@ -26,6 +31,7 @@ standalone takes the secret only from the driver's conf).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import ctypes
 import json
 import os
@@ -46,6 +52,7 @@ from .scala import ScalaInterpreter
 
 SQL_ROW_LIMIT = 1000
 MONITOR_INTERVAL = 0.5
+COMPLETION_THREADS = 2  # completions at once per driver (each a py4j connection when it reaches the JVM)
 
 
 class Replies:
@@ -150,6 +157,17 @@ class Session:
             return ok_output({"application/json": {"schema": json.loads(df.schema.json()), "data": rows}}, stmt)
         except BaseException as e:  # noqa: BLE001
             return error_output(e, stmt)
+
+    def complete(self, kind: str, code: str, cursor: int) -> list[str]:
+        """Candidates at ``cursor`` for code of ``kind``, from a completion thread (see Completions)."""
+        if kind == "spark":
+            # Only an interpreter that exists: one is created (and bound to its JVM thread) in the
+            # session's own thread, by a statement; until then there is nothing Scala to complete.
+            scala = self.scala
+            return scala.complete(code, cursor) if scala is not None else []
+        if kind == "sql":
+            return []  # Livy's SQLInterpreter has no completion
+        return repl.complete(code, cursor, self.namespace)
 
     def cancel(self, stmt: int) -> None:
         if stmt in self.cancelled:
@@ -258,6 +276,31 @@ class Monitor:
                                   running=running, active=active)
         for key in set(self.sent) - seen:
             del self.sent[key]
+
+
+class Completions:
+    """Completion requests, answered from a pool of threads apart from every session's."""
+
+    def __init__(self, replies: Replies):
+        self.replies = replies
+        self.pool = concurrent.futures.ThreadPoolExecutor(COMPLETION_THREADS, thread_name_prefix="livy-complete")
+
+    def submit(self, session: Session | None, request: dict[str, Any]) -> None:
+        self.pool.submit(self._answer, session, request)
+
+    def _answer(self, session: Session | None, request: dict[str, Any]) -> None:
+        candidates: list[str] = []
+        try:
+            if session is not None:
+                candidates = session.complete(request.get("kind") or session.kind, str(request.get("code", "")),
+                                              int(request.get("cursor") or 0))
+        except Exception:  # noqa: BLE001 - no candidates; the driver log says why
+            traceback.print_exc()
+        self.replies.send(event="completion", sid=request.get("sid"), request=request.get("request"),
+                          candidates=candidates)
+
+    def stop(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def java_properties(props: dict[str, str]) -> str:
@@ -369,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     replies.send(event="ready", app_id=sc.applicationId, ui=_ui_url(sc), seconds=time.time() - started)
     sessions: dict[int, Session] = {}
     monitor = Monitor(sc, sessions, replies)
+    completions = Completions(replies)
     for line in sys.stdin.buffer:
         try:
             request = json.loads(line)
@@ -381,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                                         conf["spark.repl.class.outputDir"])
             elif op == "execute" and sid in sessions:
                 sessions[sid].queue.put(request)
+            elif op == "complete":
+                completions.submit(sessions.get(sid), request)
             elif op == "cancel" and sid in sessions:
                 sessions[sid].cancel(request["statement"])
             elif op == "close" and sid in sessions:
@@ -392,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - one bad request must not kill every session
             traceback.print_exc()
             replies.send(event="error", sid=sid, error=f"{type(e).__name__}: {e}")
+    completions.stop()
     monitor.stop()
     try:
         root.stop()

@@ -4,6 +4,8 @@ Kept apart from the driver process so it can be tested without a JVM: the
 last expression's value is shown (``single`` mode), output is captured per
 thread, errors become Livy's ``{ename, evalue, traceback}``, and the REPL
 magics ``%table``, ``%json`` and ``%matplot`` produce their MIME bundles.
+``complete`` answers ``POST /sessions/{id}/completion`` for Python with the
+standard library's rlcompleter in the session's namespace.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import ast
 import base64
 import io
 import json
+import re
+import rlcompleter
 import sys
 import threading
 import traceback
@@ -247,11 +251,55 @@ def table_bundle(value: Any) -> dict[str, Any]:
         names = [str(i) for i in range(max((len(r) for r in data), default=0))]
     types = [_type_name(next((row[i] for row in data if i < len(row) and row[i] is not None), None))
              for i in range(len(names))]
-    text = "\n".join(["\t".join(names)] + ["\t".join("" if v is None else str(v) for v in row) for row in data])
+    text = table_text(names, data)
     return {
         TABLE_MIME: {"headers": [{"name": n, "type": t} for n, t in zip(names, types, strict=True)], "data": data},
         "text/plain": text,
     }
+
+
+def table_text(names: list[str], data: list[list[Any]]) -> str:
+    """A table's text/plain: tab-separated, the header line first (Sparkmagic shows text/plain)."""
+    return "\n".join(["\t".join(names)] + ["\t".join("" if v is None else str(v) for v in row) for row in data])
+
+
+def utf16_prefix(code: str, cursor: int) -> str:
+    """``code`` up to ``cursor`` counted in UTF-16 code units, as Livy's (JVM) clients count it."""
+    if code.isascii():
+        return code[:cursor]
+    return code.encode("utf-16-le", "surrogatepass")[: 2 * cursor].decode("utf-16-le", "ignore")
+
+
+TOKEN = re.compile(r"[^\W\d][\w.]*$")  # a name or dotted name that ends at the cursor
+
+
+def complete(code: str, cursor: int, namespace: dict[str, Any]) -> list[str]:
+    """Python completions of the (dotted) name before ``cursor``, as rlcompleter finds them.
+
+    Candidates replace the whole token, like rlcompleter's (``spark.rang`` -> ``spark.range``),
+    without the ``(`` or ``:`` it adds for readline. Nothing is called: rlcompleter only looks
+    names and attributes up (and no longer evaluates properties), so completing while a
+    statement runs in the same namespace is safe; a namespace changing under it is retried.
+    """
+    match = TOKEN.search(utf16_prefix(code, cursor))
+    if match is None:
+        return []
+    text = match.group(0)
+    for _ in range(3):
+        completer = rlcompleter.Completer(namespace)
+        found: list[str] = []
+        try:
+            for state in range(10000):
+                candidate = completer.complete(text, state)
+                if candidate is None:
+                    break
+                found.append(candidate.rstrip("(: "))
+            return list(dict.fromkeys(found))
+        except RuntimeError:  # "dictionary changed size during iteration": a statement defines names
+            continue
+        except Exception:  # noqa: BLE001 - an attribute lookup that fails: no candidates, like a REPL
+            return []
+    return []
 
 
 def execute(code: str, namespace: dict[str, Any], execution_count: int) -> dict[str, Any]:

@@ -17,6 +17,19 @@ Errors are Livy's: ``ename`` "Error", ``evalue`` the first line that says what
 went wrong, ``traceback`` the rest; an incomplete statement is Livy's
 "incomplete statement" error.
 
+Livy's Scala magics: a line ``%json <expr>`` gives ``application/json`` of the
+value, ``%table <expr>`` gives ``application/vnd.livy.table.v1+json``
+(``headers`` and ``data``), both with a ``text/plain`` rendering as on the
+PySpark side. As in Livy's AbstractSparkInterpreter a magic line may follow
+code in the same statement (``val x = List((1, "a"))`` then ``%table x``); the
+value goes through json4s (Livy's ``Extraction.decompose``), an RDD as its
+first 10 elements, a Dataset as its first 1000 rows.
+
+Completion (``POST /sessions/{id}/completion``) is the REPL's own
+(``ReplCompletion``, the presentation compiler Livy's SparkInterpreter uses).
+The compiler is not thread-safe, so a completion waits for a running statement
+only briefly (COMPLETE_WAIT) and answers no candidates if it still runs.
+
 Everything runs through py4j in the session's thread, which PySpark pins to
 one JVM thread: the job group and pool the session sets apply to the Scala
 code, and a cancel interrupts that JVM thread (and cancels the job group)
@@ -26,10 +39,12 @@ mid-answer.
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from typing import Any
 
-from .repl import ok_output
+from .repl import TABLE_MIME, ok_output, table_text
 
 BIND = ("@transient val spark = org.apache.spark.sql.SparkSession.getActiveSession.get\n"
         "@transient val sc = spark.sparkContext")
@@ -40,6 +55,78 @@ IMPORTS = ("import org.apache.spark.SparkContext._\nimport spark.implicits._\nim
 
 class ScalaError(Exception):
     pass
+
+
+# A magic line, as Livy's MAGIC_REGEX "^%(\w+)\W*(.*)" finds them; Livy's argument is a name, here
+# it is an expression, so nothing after the magic's name is dropped ("%json (1, 2)", "%json {...}").
+MAGIC = re.compile(r"%(\w+)(.*)")
+MAGIC_ROWS = 1000  # rows of a Dataset that %json / %table take (the sql kind's limit)
+MAGIC_RDD_ITEMS = 10  # Livy: an RDD's first 10 elements
+COMPLETE_WAIT = 1.0  # seconds a completion waits for the interpreter to finish a statement
+HOLDER = "livy$magic"  # a magic's JSON comes back through this AtomicReference (never a REPL value)
+# The value of a magic's expression as JSON, inside the JVM (json4s, as Livy); "+" JSON, or "-" why not.
+TO_JSON = """val livy$m: Unit = livy$magic.set({{ val livy$v: Any = ({expr}
+); try {{ val livy$json = org.json4s.jackson.JsonMethods.compact(org.json4s.Extraction.decompose(livy$v match {{
+  case r: org.apache.spark.rdd.RDD[_] => r.take({rdd_items}).toList
+  case d: org.apache.spark.sql.Dataset[_] =>
+    d.toDF().take({rows}).map(r => r.getValuesMap[Any](r.schema.fieldNames.toSeq)).toList
+  case o => o
+}})(org.json4s.DefaultFormats)); if (livy$json.length > {limit}) "-the value's JSON is " + livy$json.length +
+  " characters, more than the gateway's limit of {limit}" else "+" + livy$json }}
+  catch {{ case scala.util.control.NonFatal(e) => "-" + e }} }})"""
+
+
+class TypesDoNotMatch(Exception):
+    pass
+
+
+def table_type(value: Any) -> str:
+    """Livy's convertTableType, on the value's JSON."""
+    if value is None:
+        return "NULL_TYPE"
+    if isinstance(value, bool):
+        return "BOOLEAN_TYPE"
+    if isinstance(value, int):
+        return "BIGINT_TYPE"
+    if isinstance(value, float):
+        return "DOUBLE_TYPE"
+    if isinstance(value, str):
+        return "STRING_TYPE"
+    items = list(value.values()) if isinstance(value, dict) else list(value)
+    if len({table_type(v) for v in items}) > 1:
+        raise TypesDoNotMatch
+    return "MAP_TYPE" if isinstance(value, dict) else "ARRAY_TYPE"
+
+
+def _header_order(name: str) -> tuple[int, int, str]:
+    # Livy sorts names as strings; numbered columns (a row that is a list) sort as numbers here,
+    # so that column 10 follows 9 and the data rows' order matches the headers'.
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def table_from_json(value: Any) -> dict[str, Any]:
+    """Livy's extractTableFromJValue: a list of rows (lists, objects, or single values) -> headers and data.
+
+    Raises TypesDoNotMatch when a column's values have different types, as Livy does.
+    """
+    rows = value if isinstance(value, list) else [value]
+    headers: dict[str, str] = {}
+    parsed = []
+    for row in rows:
+        if isinstance(row, list):
+            cols = [(str(i), v) for i, v in enumerate(row)]
+        elif isinstance(row, dict):
+            cols = sorted(row.items())
+        else:
+            cols = [("0", row)]
+        for name, v in cols:
+            kind = table_type(v)
+            if headers.setdefault(name, kind) != kind:
+                raise TypesDoNotMatch
+        parsed.append(dict(cols))
+    names = sorted(headers, key=_header_order)
+    data = [[row.get(n) for n in names] for row in parsed]
+    return {"headers": [{"type": headers[n], "name": n} for n in names], "data": data}
 
 
 LINE_COUNTER = "scala$tools$nsc$interpreter$Naming$$_freshLineId"
@@ -81,6 +168,9 @@ class ScalaInterpreter:
         self.console = _console_out_variable(jvm)
         self.head: str | None = None  # the start of an output that outgrew the limit (see check_output)
         self.lock = threading.Lock()
+        self.running = threading.Lock()  # held while the compiler works: a statement, or a completion
+        self.holder: Any = None  # the AtomicReference magics return their JSON through
+        self.completer: Any = None
         jvm.org.apache.spark.sql.SparkSession.setActiveSession(spark._jsparkSession)
         for code in (BIND, IMPORTS):
             result, text = self._interpret(code)
@@ -109,10 +199,19 @@ class ScalaInterpreter:
                 raise ScalaError("this Scala REPL cannot number its lines apart from another session's, "
                                  f"so only one Scala session can run per driver ({e})") from None
 
-    def _interpret(self, code: str) -> tuple[str, str]:
+    def _interpret(self, code: str, quiet: bool = False) -> tuple[str, str]:
+        """Run code; (Success/Error/Incomplete, what it printed). quiet: no "val x: T = ..." lines."""
+        reporter = self.imain.reporter()
         getattr(self.console, "value_$eq")(self.stream)  # println in this thread -> our buffer
         try:
-            result = self.imain.interpret(code).toString()
+            with self.running:
+                if quiet:
+                    getattr(reporter, "printResults_$eq")(False)
+                try:
+                    result = self.imain.interpret(code).toString()
+                finally:
+                    if quiet:
+                        getattr(reporter, "printResults_$eq")(True)
         finally:
             getattr(self.console, "value_$eq")(self.jvm.java.lang.System.out)
             self.jvm.java.lang.Thread.interrupted()  # a cancel's interrupt must not reach the next statement
@@ -140,12 +239,35 @@ class ScalaInterpreter:
     def execute(self, code: str, execution_count: int) -> dict[str, Any]:
         if not code.strip():
             return ok_output({"text/plain": ""}, execution_count)
+        chunks = split_magics(code)
+        if len(chunks) == 1 and chunks[0][0] is None:
+            return self._run(code, execution_count)
+        # Livy runs a statement line by line: code, then a magic, then maybe more code. The
+        # statement's output is the last part's (text parts after the last magic run together).
+        output: dict[str, Any] = ok_output({"text/plain": ""}, execution_count)
+        for magic, text in chunks:
+            if magic is None:
+                part = self._run(text, execution_count)
+                if part["status"] == "ok" and "text/plain" in output["data"] and len(output["data"]) == 1:
+                    joined = "\n".join(t for t in (output["data"]["text/plain"], part["data"]["text/plain"]) if t)
+                    part = ok_output({"text/plain": joined}, execution_count)
+            else:
+                part = self._magic(magic, text, execution_count)
+            if part["status"] != "ok":
+                return part
+            output = part
+        return output
+
+    def _run(self, code: str, execution_count: int) -> dict[str, Any]:
         result, text = self._interpret(code)
         if result == "Success":
             return ok_output({"text/plain": text.rstrip("\n")}, execution_count)
         if result == "Incomplete":
             return {"status": "error", "execution_count": execution_count, "ename": "Error",
                     "evalue": "incomplete statement", "traceback": []}
+        return self._error(text, execution_count)
+
+    def _error(self, text: str, execution_count: int) -> dict[str, Any]:
         lines = text.splitlines(keepends=True)
         # A compile error starts with the caret line; say the "error: ..." line first.
         first = next((i for i, line in enumerate(lines) if line.strip() and line.strip() != "^"), 0)
@@ -153,7 +275,89 @@ class ScalaInterpreter:
         return {"status": "error", "execution_count": execution_count, "ename": "Error", "evalue": evalue,
                 "traceback": lines[first + 1:] if lines else []}
 
+    def _magic(self, name: str, expr: str, execution_count: int) -> dict[str, Any]:
+        """Livy's %json and %table: the value of ``expr`` as JSON, or as a table of its rows."""
+        def error(ename: str, evalue: str, traceback: list[str] | None = None) -> dict[str, Any]:
+            return {"status": "error", "execution_count": execution_count, "ename": ename, "evalue": evalue,
+                    "traceback": traceback or []}
+
+        if name not in ("json", "table"):
+            return error("UnknownMagic", f"Unknown magic command {name}")
+        if not expr.strip():
+            return error("Error", f"%{name} needs an expression, e.g. %{name} x")
+        from . import repl
+
+        if self.holder is None:
+            result, text = self._interpret(
+                f"val {HOLDER} = new java.util.concurrent.atomic.AtomicReference[String]()", quiet=True)
+            if result != "Success":
+                return self._error(text, execution_count)
+            self.holder = self.imain.valueOfTerm(HOLDER).get()
+        code = TO_JSON.format(expr=expr, rows=MAGIC_ROWS, rdd_items=MAGIC_RDD_ITEMS, limit=repl.OUTPUT_LIMIT)
+        result, printed = self._interpret(code, quiet=True)
+        answer = self.holder.getAndSet(None)
+        if result == "Incomplete":
+            return error("Error", "incomplete statement")
+        if result != "Success":
+            return self._error(printed, execution_count)
+        if not answer or answer[0] != "+":
+            # Livy's words when json4s cannot convert the value
+            return error("ValueError", "Failed to convert value into a JSON value", [str(answer or "")[1:] + "\n"])
+        value = json.loads(answer[1:])
+        if name == "json":
+            bundle = {"application/json": value, "text/plain": json.dumps(value)}
+        else:
+            try:
+                table = table_from_json(value)
+            except TypesDoNotMatch:
+                return error("TypeError", "table rows have different types")
+            bundle = {TABLE_MIME: table,
+                      "text/plain": table_text([h["name"] for h in table["headers"]], table["data"])}
+        if printed.strip():
+            bundle["text/plain"] = printed.rstrip("\n") + "\n" + bundle["text/plain"]
+        return ok_output(bundle, execution_count)
+
+    def complete(self, code: str, cursor: int) -> list[str]:
+        """The Scala REPL's completions at ``cursor`` (a JVM string index): member or name candidates.
+
+        From a thread other than the session's: the compiler serves one caller at a time, so a
+        statement that runs longer than COMPLETE_WAIT means no candidates (not a wait for it).
+        """
+        if not self.running.acquire(timeout=COMPLETE_WAIT):
+            return []
+        try:
+            if self.completer is None:
+                shell = self.jvm.scala.tools.nsc.interpreter.shell
+                self.completer = shell.ReplCompletion(self.imain, shell.Accumulator())
+            result = self.completer.complete(code, cursor)
+            candidates = self.jvm.scala.jdk.javaapi.CollectionConverters.asJava(result.candidates())
+            names = [str(c.name()) for c in candidates]
+            with self.lock:
+                if self.head is None:
+                    self.buffer.reset()  # nothing runs: whatever the compiler said is not a statement's
+        finally:
+            self.running.release()
+        return [n for n in dict.fromkeys(names) if n and not n.startswith("livy$")]
+
     def interrupt(self) -> None:
         """From another thread: interrupt the JVM thread running this interpreter's statement."""
         self.thread.interrupt()
+
+
+def split_magics(code: str) -> list[tuple[str | None, str]]:
+    """Code and magic lines, in order: (None, code) or (magic name, its argument)."""
+    chunks: list[tuple[str | None, str]] = []
+    pending: list[str] = []
+    for line in code.strip().split("\n"):
+        m = MAGIC.fullmatch(line.rstrip("\r"))
+        if m is None:
+            pending.append(line)
+            continue
+        if "\n".join(pending).strip():
+            chunks.append((None, "\n".join(pending)))
+        pending = []
+        chunks.append((m.group(1), m.group(2).strip()))
+    if "\n".join(pending).strip() or not chunks:
+        chunks.append((None, "\n".join(pending)))
+    return chunks
 

@@ -316,11 +316,15 @@ class CancelHandler(LivyHandler):
 
 
 class CompletionHandler(LivyHandler):
-    def post(self, ident: str) -> None:
-        def run() -> None:
-            self.manager.get(ident)
-            self.reply({"candidates": []})
-        self.handle(run)
+    """Livy's ``{code, kind, cursor}`` -> ``{"candidates": [...]}``, answered by the session's driver."""
+
+    async def post(self, ident: str) -> None:
+        try:
+            session = self.manager.get(ident)
+            candidates = await self.manager.complete(session, self.json_object())
+        except LivyError as e:
+            return self._fail(e.status, e.msg)
+        self.reply({"candidates": candidates})
 
 
 class BatchesHandler(LivyHandler):

@@ -55,6 +55,7 @@ MAX_DURATION = 10 * 365 * 86400.0  # seconds
 REDACT = re.compile(r"(?i)secret|password|token|access[.]?key|credential")  # Spark's spark.redaction.regex, and more
 REDACTED = "*********(redacted)"
 MAX_ID_DIGITS = 18  # a longer id names nothing (and int() of 4300+ digits raises)
+COMPLETION_TIMEOUT = 10.0  # seconds a completion may take in its driver before the gateway answers 504
 SESSION_MEMORY_MB = 8  # a session's share of its driver's heap, for the default sessions-per-driver
 MIN_SESSIONS_PER_DRIVER = 16
 
@@ -385,6 +386,10 @@ class SessionManager:
         self._master_ui = config.master_ui or guess_master_ui(config.master)
         self._ui_guessed = not config.master_ui
         self.cluster: ClusterStatus | None = None
+        # Completions waiting for their driver's answer: request number -> (driver, future).
+        self._completions: dict[int, tuple[DriverProcess, asyncio.Future[list[str]]]] = {}
+        self._next_completion = 0
+        self.completion_timeout = COMPLETION_TIMEOUT
 
     # ------------------------------------------------------------------ drivers
 
@@ -504,7 +509,16 @@ class SessionManager:
             else:
                 self._finish(session, stmt, event)
             session.refresh_state()
+        elif kind == "completion":
+            waiting = self._completions.pop(event.get("request"), None)
+            if waiting is not None and not waiting[1].done():
+                waiting[1].set_result([str(c) for c in event.get("candidates") or []])
         elif kind == "exit":
+            for number, (owner, future) in list(self._completions.items()):
+                if owner is driver:
+                    del self._completions[number]
+                    if not future.done():
+                        future.set_exception(LivyError(400, "Session is in state dead"))
             for sid in list(driver.sessions):
                 session = self.sessions.get(sid)
                 if session is None or session.state in ("killed", "shutting_down"):
@@ -779,6 +793,46 @@ class SessionManager:
         if session.state not in ("starting",):
             self._pump(session)
         return stmt
+
+    async def complete(self, session: Session, body: dict[str, Any]) -> list[str]:
+        """``POST /sessions/{id}/completion``: Livy's CompletionRequest ``{code, kind, cursor}``.
+
+        Livy asks the session's interpreter for ``kind`` (``ensureRunning``: only a started
+        session, else "Session is in state ..."); the driver answers from a thread apart
+        from the session's statement thread, so a busy session still completes. ``kind``
+        defaults to the session's and ``cursor`` to the end of ``code`` (Livy needs both).
+        ``cursor`` counts UTF-16 code units, as Livy's JVM does.
+        """
+        code = body.get("code")
+        if not isinstance(code, str):
+            raise LivyError(400, "code: a string is required")
+        kind = body.get("kind")
+        if kind is None:
+            kind = session.kind
+        elif not isinstance(kind, str):
+            raise LivyError(400, f"kind: must be a string ({KINDS_TEXT})")
+        elif kind in UNSUPPORTED_KINDS or kind not in SUPPORTED_KINDS:
+            raise LivyError(400, f"kind: {kind[:100]!r} is not supported: use {KINDS_TEXT}")
+        length = len(code.encode("utf-16-le", "surrogatepass")) // 2
+        cursor = body.get("cursor", length)
+        if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= length:
+            raise LivyError(400, f"cursor: must be an integer from 0 to {length} (the length of code)")
+        if session.state not in ("idle", "busy") or session.driver is None:
+            raise LivyError(400, f"Session is in state {session.state}")
+        session.last_activity = time.monotonic()  # Livy's recordActivity
+        number = self._next_completion
+        self._next_completion += 1
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._completions[number] = (session.driver, future)
+        session.driver.send(op="complete", sid=session.id, request=number, code=code,
+                            kind=SUPPORTED_KINDS[kind], cursor=cursor)
+        try:
+            return await asyncio.wait_for(future, self.completion_timeout)
+        except asyncio.TimeoutError:
+            raise LivyError(504, f"completion: the session's driver did not answer within "
+                                 f"{self.completion_timeout:.0f} s") from None
+        finally:
+            self._completions.pop(number, None)
 
     def cancel(self, session: Session, stmt: Statement) -> None:
         if stmt.state == "waiting":
