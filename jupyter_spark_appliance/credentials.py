@@ -13,6 +13,8 @@ config is written with it, so notebooks work with no step from the user.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -33,6 +35,24 @@ class Credentials:
     def spark_conf(self) -> dict[str, str]:
         """What a driver that talks to the appliance's master needs (set in its SparkConf, not argv)."""
         return {"spark.authenticate": "true", "spark.authenticate.secret": self.password}
+
+    def notebook_token(self) -> str:
+        """The token of the appliance's own notebook servers (the sparkmagic role): see :func:`notebook_token`."""
+        return notebook_token(self.password)
+
+
+def notebook_token(secret: str) -> str:
+    """A notebook server's token, derived from the appliance's secret rather than stored.
+
+    The server's proxy adds it to what it forwards (proxy.py), the role gives it
+    to the notebook server it starts (spark/notebook_server.py), and both know the
+    secret already, so no third file holds it; a restarted instance keeps it.
+    It is an HMAC, so the token (which the model reports) reveals nothing of the
+    secret, which is also Livy's password and Spark's RPC secret.
+    """
+    if not secret:
+        raise ValueError("a notebook server's token needs the appliance's secret")
+    return hmac.new(secret.encode(), b"jupyter-spark-appliance notebook token", hashlib.sha256).hexdigest()
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import ui
 from .plan import start_order
-from .spark.roles import link_labels, link_schemes
+from .spark.roles import NOTEBOOK_PORT, NOTEBOOK_ROUTE, link_labels, link_schemes
 from .state import ApplianceRecord, Endpoint
 from .store import Unreadable
 
@@ -45,11 +45,47 @@ def ui_path(record: ApplianceRecord, role: str | None, ep: Endpoint, index: int,
     root = ui.appliance_path(record.id)
     if role == "livy" and ep.container_port == 8998:
         return root + "livy/"
+    if role == "sparkmagic" and ep.container_port == NOTEBOOK_PORT:
+        return root + NOTEBOOK_ROUTE
     if proxied and role == "spark-master" and ep.container_port == 8080:
         return root + "sparkui/"
     if proxied and role == "spark-worker" and ep.container_port == 8081:
         return root + f"workerui/{index}/"
     return None
+
+
+def notebook_link(record: ApplianceRecord, ep: Endpoint) -> str | None:
+    """A sparkmagic notebook's own URL, with its token, as ``jupyter server list`` prints it.
+
+    For a user on this machine; everyone else opens ``ui["notebook"]`` (the proxy,
+    behind Jupyter's own login), which needs no token. The model is served only
+    behind that login, whose holder reaches the notebook through the proxy anyway.
+    """
+    if record.credentials is None or not record.credentials.password:
+        return None
+    token = record.credentials.notebook_token()
+    return f"http://{ep.host}:{ep.host_port}{ui.appliance_path(record.id)}{NOTEBOOK_ROUTE}?token={token}"
+
+
+def role_notes(record: ApplianceRecord) -> list[str]:
+    """What the project's roles do not take from a container as written (the seed's notebook asks for both).
+
+    A role runs the project's own process, which needs no privilege: ``is_privileged``
+    is never granted to it, on any backend, and c.SparkApplianceApp.allow_privileged
+    is not needed for it. The sparkmagic role always serves with a token of its own.
+    """
+    notes = []
+    for i, c in enumerate(record.appliance.containers):
+        role = record.roles.get(c.id)
+        if role is None:
+            continue
+        if c.is_privileged:
+            notes.append(f"containers[{i}].is_privileged: not granted; {c.id!r} runs as the project's {role} role, "
+                         "which needs no privilege")
+        if role == "sparkmagic" and c.args:
+            notes.append(f"containers[{i}].args: ignored; the sparkmagic role always requires its own token "
+                         "(GET the appliance: links.notebook)")
+    return notes
 
 
 def unreadable_model(bad: Unreadable) -> dict[str, Any]:
@@ -83,6 +119,8 @@ def make_appliance_model(record: ApplianceRecord) -> dict[str, Any]:
                 if path:
                     model["ui"] = path
                 endpoints.append(model)
+                if role == "sparkmagic" and ep.container_port == NOTEBOOK_PORT and "url" in model:
+                    model["url"] = notebook_link(record, ep) or model["url"]
                 if "url" in model and inst.state == "running":
                     links.setdefault(ep.name or "", model["url"])
                 if path and inst.state == "running":
@@ -116,7 +154,7 @@ def make_appliance_model(record: ApplianceRecord) -> dict[str, Any]:
         "containers": containers,
         "links": links,
         "ui": uis,
-        "warnings": list(record.appliance.warnings),
+        "warnings": list(record.appliance.warnings) + role_notes(record),
         "sparkmagic": record.sparkmagic.to_json() if record.sparkmagic else None,
         "resources": record.capacity.to_json() if record.capacity else None,
     }

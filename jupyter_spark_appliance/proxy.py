@@ -10,12 +10,20 @@ Routes under ``{base_url}spark-appliance/appliance/{id}/`` (see ui.py):
   credentials (Jupyter's token or cookie) never go on, the appliance's
   Basic credentials are added;
 - ``applications``: the master's running applications with their jobs' and
-  stages' progress (Spark's REST API of each application, through the master).
+  stages' progress (Spark's REST API of each application, through the master);
+- ``notebook/PATH``: the sparkmagic role's Jupyter server, every method and its
+  websockets (kernels' channels, terminals). The child serves under exactly this
+  path (its base_url), so nothing is rewritten; the proxy adds the child's own
+  token (``Authorization: token ...``) and never passes on the user's Jupyter
+  token, cookies or ``?token=``: Jupyter's login is all a user needs.
 
 Requests only ever go to the appliance's own recorded endpoints, never to a host
 or port taken from the request. jupyter-server-proxy's handlers were not used:
-they proxy to a port named in the URL and bring websockets, aiohttp and
-process supervision, none of which this needs; a GET forward is a few lines.
+they proxy to a port named in the URL and bring aiohttp and process
+supervision, none of which this needs; a forward is a few lines, and the
+notebook's websocket follows its pattern (one handler class for HTTP and
+websockets, dispatched on ``Upgrade``; the upstream connection is made first, so
+the subprotocol the browser gets is the one the child chose).
 """
 
 from __future__ import annotations
@@ -23,18 +31,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketHandler, websocket_connect
 
 from . import ui
 from .manager import ApplianceManager
+from .spark.roles import NOTEBOOK_PORT, NOTEBOOK_ROUTE
 from .state import ApplianceRecord
+
+log = logging.getLogger(__name__)
 
 AUTH_RESOURCE = "spark-appliance"
 #: Response headers passed back to the browser (hop-by-hop ones, cookies and encodings are not).
@@ -93,9 +107,10 @@ class ProxyBase(ExtensionHandlerMixin, JupyterHandler):
         return rest + (f"?{self.request.query}" if self.request.query else "")
 
     async def forward(self, upstream: str, path: str, mount: str,
-                      extra_headers: dict[str, str] | None = None) -> None:
+                      extra_headers: dict[str, str] | None = None,
+                      request_headers: tuple[str, ...] = REQUEST_HEADERS) -> None:
         """Forward the request to ``http://upstream/path``; ``mount`` is where that upstream's root is here."""
-        headers = {k: v for k in REQUEST_HEADERS if (v := self.request.headers.get(k))}
+        headers = {k: v for k in request_headers if (v := self.request.headers.get(k))}
         headers.update(extra_headers or {})
         method = self.request.method or "GET"
         body = (self.request.body or b"") if method in ("POST", "PUT", "PATCH") else None
@@ -323,6 +338,143 @@ class ApplicationsHandler(ApiProxyBase):
         self.finish(json.dumps(body))
 
 
+#: What a notebook server's pages and its REST API need besides REQUEST_HEADERS (never Cookie or Authorization).
+NOTEBOOK_REQUEST_HEADERS = (*REQUEST_HEADERS, "Range", "If-Match", "X-Requested-With")
+WS_HOP_HEADERS = ("Sec-WebSocket-Protocol",)
+
+
+def without_token(query: str) -> str:
+    """The query without ``token=`` (the user's Jupyter token, when a browser logs in by URL)."""
+    return urlencode([(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "token"])
+
+
+class NotebookProxyHandler(WebSocketMixin, WebSocketHandler, ProxyBase):
+    """``notebook/PATH``: the appliance's sparkmagic notebook server, HTTP and websockets.
+
+    As jupyter_server's own kernel websocket handler is (WebSocketMixin,
+    WebSocketHandler, JupyterHandler), so Jupyter's authentication and origin
+    check apply to both; a request without ``Upgrade: websocket`` is forwarded
+    as plain HTTP. Only a logged-in user gets through: a websocket is refused
+    with a 403, never redirected to a login page.
+    """
+
+    upstream_name = "notebook server"
+    upstream_ws: WebSocketClientConnection | None = None
+    _pump: asyncio.Task[None] | None = None
+
+    def _websocket(self) -> bool:
+        return self.request.headers.get("Upgrade", "").lower() == "websocket"
+
+    async def prepare(self, *args: Any, **kwargs: Any) -> None:  # noqa: ARG002 - WebSocketMixin's keyword
+        # Jupyter's own checks (host, login, XSRF): a browser's page without a login goes to
+        # the login page, a websocket without one gets a 403.
+        ui.configure(self.base_url)
+        await JupyterHandler.prepare(self, _redirect_to_login=not self._websocket())
+        if self._websocket() and not self.current_user:  # allow_unauthenticated_access lets it through
+            raise web.HTTPError(403, "a Jupyter login (token or cookie) is required")
+        await self.manager.ensure_started()
+
+    def _target(self, app_id: str) -> tuple[str, dict[str, str]]:
+        record = self.record_or_404(app_id)
+        notebook = endpoint(record, "sparkmagic", NOTEBOOK_PORT)
+        if notebook is None:
+            raise web.HTTPError(503, f"appliance {app_id!r} has no running notebook server")
+        if record.credentials is None:
+            raise web.HTTPError(503, f"appliance {app_id!r} has no credentials for its notebook server")
+        return notebook, {"Authorization": f"token {record.credentials.notebook_token()}"}
+
+    def _upstream_path(self) -> str:
+        query = without_token(self.request.query)
+        return self.request.path + (f"?{query}" if query else "")
+
+    async def _http(self, app_id: str) -> None:
+        upstream, headers = self._target(app_id)
+        await self.forward(upstream, self._upstream_path(), ui.appliance_path(app_id) + NOTEBOOK_ROUTE.rstrip("/"),
+                           headers, NOTEBOOK_REQUEST_HEADERS)
+
+    @web.authenticated
+    @authorized
+    async def get(self, app_id: str, path: str = "") -> None:
+        if not self._websocket():
+            await self._http(app_id)
+            return
+        upstream, headers = self._target(app_id)
+        protocols = [p.strip() for p in self.request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+                     if p.strip()]
+        request = HTTPRequest(f"ws://{upstream}{self._upstream_path()}", headers=headers, connect_timeout=10,
+                              request_timeout=30)
+        try:
+            self.upstream_ws = await websocket_connect(request, subprotocols=protocols or None,
+                                                       max_message_size=self.max_message_size)
+        except (HTTPClientError, OSError) as e:
+            raise web.HTTPError(502, f"the {self.upstream_name} refused the websocket: {e}") from None
+        await WebSocketHandler.get(self, app_id, path)
+        if self.ws_connection is None:  # the handshake with the browser failed: drop the upstream
+            self.upstream_ws.close()
+
+    @property
+    def max_message_size(self) -> int:
+        return int(self.settings.get("websocket_max_message_size", 100 * 1024 * 1024))
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        chosen = self.upstream_ws.selected_subprotocol if self.upstream_ws else None
+        return chosen if chosen in subprotocols else None
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self._pump = asyncio.ensure_future(self._from_upstream())
+
+    async def _from_upstream(self) -> None:
+        ws = self.upstream_ws
+        assert ws is not None
+        try:
+            while True:
+                message = await ws.read_message()
+                if message is None:
+                    break
+                await self.write_message(message, binary=isinstance(message, bytes))
+        except WebSocketClosedError:
+            pass
+        finally:
+            self.close(ws.close_code, ws.close_reason)
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self.upstream_ws is None:
+            return
+        try:
+            await self.upstream_ws.write_message(message, binary=isinstance(message, bytes))
+        except WebSocketClosedError:
+            self.close()
+
+    def on_close(self) -> None:
+        if self.upstream_ws is not None:
+            self.upstream_ws.close()
+
+    @web.authenticated
+    @authorized
+    async def head(self, app_id: str, path: str = "") -> None:
+        await self._http(app_id)
+
+    @web.authenticated
+    @authorized
+    async def post(self, app_id: str, path: str = "") -> None:
+        await self._http(app_id)
+
+    @web.authenticated
+    @authorized
+    async def put(self, app_id: str, path: str = "") -> None:
+        await self._http(app_id)
+
+    @web.authenticated
+    @authorized
+    async def patch(self, app_id: str, path: str = "") -> None:
+        await self._http(app_id)
+
+    @web.authenticated
+    @authorized
+    async def delete(self, app_id: str, path: str = "") -> None:
+        await self._http(app_id)
+
+
 def proxy_handlers(prefix: str, app: str) -> list[tuple[str, type]]:
     return [
         (rf"{prefix}/appliance/{app}/sparkui", SparkUIRootHandler),
@@ -330,4 +482,5 @@ def proxy_handlers(prefix: str, app: str) -> list[tuple[str, type]]:
         (rf"{prefix}/appliance/{app}/workerui/(?P<index>[0-9]+)/?", WorkerUIHandler),
         (rf"{prefix}/appliance/{app}/livy/(?P<path>.*)", LivyProxyHandler),
         (rf"{prefix}/appliance/{app}/applications/?", ApplicationsHandler),
+        (rf"{prefix}/appliance/{app}/notebook/(?P<path>.*)", NotebookProxyHandler),
     ]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import psutil
 
+from .. import ui
 from ..handles import Handle, handle_kind
 from ..plan import AddressOf, address_map_resolver, resolve_container
 from ..spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
@@ -40,7 +41,15 @@ from ..spark.ports import allocate_port, release_port
 from ..spark.probes import health_check_passes, ports_accept
 from ..spark.processes import stop_group
 from ..spark.reaper import Reaper
-from ..spark.roles import DEFAULT_ROLE_PATTERNS, LaunchContext, ProbeContext, Role, role_by_pattern, worker_cores
+from ..spark.roles import (
+    DEFAULT_ROLE_PATTERNS,
+    LaunchContext,
+    ProbeContext,
+    Role,
+    role_by_pattern,
+    with_env_ports,
+    worker_cores,
+)
 from ..spec import Appliance, Container, Problem
 from ..state import Endpoint
 from .base import Backend, Exit, Started, StartFailed, StartRequest
@@ -112,6 +121,10 @@ class LocalBackend(Backend):
             elif role.needs_master and not c.args:
                 problems.append(Problem(f"containers[{i}].args",
                                         "needs the master's address, e.g. [\"@spark-master:7077\"]"))
+            for name in role.env_ports if role is not None else ():
+                if not c.env.get(name):
+                    problems.append(Problem(f"containers[{i}].env.{name}",
+                                            f"the {role.name} role needs it, e.g. {{\"{name}\": \"@livy\"}}"))
             if c.type == "job":
                 problems.append(Problem(f"containers[{i}].type", "the local backend runs services only"))
         if any(r is not None and r.name.startswith("spark-") for r in roles.values()):
@@ -143,7 +156,7 @@ class LocalBackend(Backend):
         work = base / "work" / request.name
         for d in (log_path.parent, work):
             d.mkdir(parents=True, exist_ok=True)
-        resolved = resolve_container(container, self.resolver(request.peers, container))
+        resolved = resolve_container(with_env_ports(role, container), self.resolver(request.peers, container))
         try:
             spark_home = find_spark_home(self.config.spark_home)
         except SparkNotFound as e:
@@ -160,6 +173,7 @@ class LocalBackend(Backend):
             secret=request.credentials.password if request.credentials else "",
             secret_file=request.credentials.secret_file if request.credentials else None,
             executor_log_max_bytes=self.config.log_max_bytes, executor_log_backups=self.config.log_backups,
+            ui_root=ui.appliance_path(request.appliance_id),
         )
         try:
             command = role.command(ctx)

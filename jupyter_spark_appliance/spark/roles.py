@@ -11,6 +11,7 @@ so a new role is one entry in :data:`ROLES`, not edits across the package.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -18,7 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
+from ..credentials import notebook_token
+from ..references import find_references
+from ..spec import Container
 from ..ui import UI_PREFIX_ENV, usable_prefix
+from .httpjson import get_status
 from .probes import livy_answers, master_alive, ports_accept, worker_alive
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -62,6 +67,8 @@ class LaunchContext:
     # Executors' stdout/stderr under a worker's work dir roll past this size; 0 = never (as log_max_bytes).
     executor_log_max_bytes: int = 50 * 1024 * 1024
     executor_log_backups: int = 2  # rolled copies kept (as log_backups)
+    # The appliance's path under the Jupyter server (ui.appliance_path): where its proxy serves it.
+    ui_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,9 @@ class Role:
     cds_role: str | None = None  # its JVM's class-data-sharing archive
     needs_master: bool = False  # args[0] is the master's address (PIVOT's image convention)
     restart_with_master: bool = False  # its state lives in the master: restart it when the master restarts
+    # env variable -> container port: a bare ``@id`` there means that container's port (PIVOT's
+    # images append it themselves; a local backend moves ports, so the reference must carry it)
+    env_ports: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def image(self) -> str:
@@ -100,6 +110,30 @@ class Role:
 
     def port(self, container_port: int) -> RolePort | None:
         return next((p for p in self.ports if p.container_port == container_port), None)
+
+
+def with_env_ports(role: Role | None, container: Container) -> Container:
+    """``container`` with each bare ``@id`` in the env variables of ``role.env_ports`` given its port.
+
+    The seed's notebook says ``LIVY_HOST: "@livy"``, and its image adds Livy's
+    8998; the local backend's Livy listens elsewhere, and only ``@livy:8998``
+    resolves to where it really is (on Docker both give the container's name and 8998).
+    """
+    if role is None or not role.env_ports:
+        return container
+    env = dict(container.env)
+    for name, port in role.env_ports.items():
+        text = env.get(name)
+        if not text:
+            continue
+        out, last = [], 0
+        for ref in find_references(text):
+            out.append(text[last:ref.end])
+            if ref.port is None:
+                out.append(f":{port}")
+            last = ref.end
+        env[name] = "".join(out) + text[last:]
+    return dataclasses.replace(container, env=env)
 
 
 def master_url(arg: str) -> str:
@@ -270,6 +304,52 @@ def _real_livy(ctx: LaunchContext, master: str) -> Command:
     return Command([str(Path(ctx.livy_home) / "bin" / "livy-server")], env, {str(conf / "livy.conf"): text})
 
 
+NOTEBOOK_PORT = 8888
+LIVY_PORT = 8998
+#: The notebook's route under the appliance's path (proxy.py), which is also the child's base_url.
+NOTEBOOK_ROUTE = "notebook/"
+NOTEBOOK_TOKEN_ENV = "JSA_NOTEBOOK_TOKEN"
+NOTEBOOK_LIVY_PASSWORD_ENV = "JSA_LIVY_PASSWORD"
+
+
+def livy_url(value: str) -> str:
+    """``LIVY_HOST`` as Sparkmagic's URL: a scheme and a port added when it has none (PIVOT's image does the same)."""
+    url = value.strip().rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    if not re.search(r":\d+$", url.split("://", 1)[1]):
+        url = f"{url}:{LIVY_PORT}"
+    return url
+
+
+def _sparkmagic(ctx: LaunchContext) -> Command:
+    """A Jupyter server of the appliance's own whose Sparkmagic kernels use the appliance's Livy.
+
+    Its token is derived from the appliance's secret (credentials.notebook_token),
+    so the server's proxy can add it; the seed's ``--NotebookApp.token=""`` (and
+    every other arg) is ignored: this role never serves a notebook without a
+    token. Token and Livy password go in the environment of the wrapper
+    (spark/notebook_server.py), which writes them into 0600 files and removes
+    them before the server starts; argv carries neither.
+    """
+    livy = ctx.env.get("LIVY_HOST", "")
+    if not livy:
+        raise ValueError("sparkmagic needs LIVY_HOST, the Livy its kernels use, e.g. {\"LIVY_HOST\": \"@livy\"}")
+    if not ctx.secret:
+        raise ValueError("sparkmagic needs the appliance's secret for its token and for Livy")
+    base_url = (ctx.ui_root or "/") + NOTEBOOK_ROUTE
+    argv = [ctx.python, "-m", "jupyter_spark_appliance.spark.notebook_server", "--livy", livy_url(livy),
+            "--ip", ctx.bind_host, "--port", str(ctx.ports[NOTEBOOK_PORT]), "--base-url", base_url,
+            "--work-dir", str(ctx.work_dir), "--username", ctx.username or "jsa"]
+    env = {NOTEBOOK_TOKEN_ENV: notebook_token(ctx.secret), NOTEBOOK_LIVY_PASSWORD_ENV: ctx.secret}
+    return Command(argv, env)
+
+
+async def _sparkmagic_ready(p: ProbeContext) -> bool:
+    # Any HTTP answer: its pages are under the base_url and need the token, so / is a 404 once it serves.
+    return await get_status(f"http://{p.host}:{p.ports[NOTEBOOK_PORT]}/") is not None
+
+
 async def _master_ready(p: ProbeContext) -> bool:
     return await master_alive(f"http://{p.host}:{p.ports[8080]}")
 
@@ -312,7 +392,14 @@ SPARK_CONNECT = Role(
     ready_line=b"Spark Connect server started at", needs_master=True, restart_with_master=True,
 )
 
-ROLES: dict[str, Role] = {r.name: r for r in (SPARK_MASTER, SPARK_WORKER, LIVY, SPARK_CONNECT)}
+SPARKMAGIC = Role(
+    name="sparkmagic", title="Sparkmagic notebook",
+    ports=(RolePort(NOTEBOOK_PORT, "notebook", "Sparkmagic notebook"),),
+    command=_sparkmagic, probe=_sparkmagic_ready, probe_port=NOTEBOOK_PORT,
+    ready_line=b"is running at:", env_ports={"LIVY_HOST": LIVY_PORT},
+)
+
+ROLES: dict[str, Role] = {r.name: r for r in (SPARK_MASTER, SPARK_WORKER, LIVY, SPARK_CONNECT, SPARKMAGIC)}
 
 #: Regular expression (matched against a container's image, then its id) -> role; first match wins.
 DEFAULT_ROLE_PATTERNS: dict[str, str] = {
@@ -320,6 +407,7 @@ DEFAULT_ROLE_PATTERNS: dict[str, str] = {
     r"spark(-r)?-worker": "spark-worker",
     r"livy": "livy",
     r"spark-connect": "spark-connect",
+    r"sparkmagic": "sparkmagic",
 }
 
 
