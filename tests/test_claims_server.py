@@ -1,0 +1,418 @@
+"""README claims about the server, its REST routes and its options that no other test drove (issue #18).
+
+Each test starts a real Jupyter server (pytest-jupyter) configured as the
+README says, and talks to it over HTTP as a user would: real Spark JVMs on the
+local backend, real containers on the Docker engine, a real kernel for the
+magic, a real tmpfs that fills up. Kept cheap: one master JVM (and one that
+fails at once) carries the ``spark_home``, ``bind_host = "0.0.0.0"``, events,
+listing, failed-launch and ``status`` claims; the Docker tests run ``sleep`` in
+the project's image; the authorizer and "no Spark" servers start no process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from jupyter_server.auth.authorizer import Authorizer
+from test_options import container, listening, processes_under, server_config, unique, wait_for
+
+from jupyter_spark_appliance.backends.docker import LABEL
+from jupyter_spark_appliance.spark.home import find_spark_home
+from jupyter_spark_appliance.spark.standalone import master_status
+from jupyter_spark_appliance.templates import DEFAULT_IMAGES
+
+from appliance_processes import gone, record_pids, wait_gone
+from conftest import Api
+from kernels import run_kernel_process
+
+
+class EventStream:
+    """One server-sent-events stream of the server, read as it comes (what the panel's EventSource gets)."""
+
+    def __init__(self, jp_fetch: Any, *path: str):
+        self.events: list[dict[str, Any]] = []
+        self.connected = asyncio.Event()
+        self._buffer = b""
+        self._task = asyncio.ensure_future(jp_fetch("spark-appliance", *path, streaming_callback=self._chunk,
+                                                    request_timeout=600, raise_error=False))
+
+    def _chunk(self, chunk: bytes) -> None:
+        self.connected.set()
+        self._buffer += chunk
+        while b"\n\n" in self._buffer:
+            block, self._buffer = self._buffer.split(b"\n\n", 1)
+            for line in block.decode().splitlines():
+                if line.startswith("data: "):
+                    self.events.append(json.loads(line[len("data: "):]))
+
+    async def open(self) -> EventStream:
+        await asyncio.wait_for(self.connected.wait(), 60)
+        return self
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+def master_spec(app_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": app_id, "containers": [
+        {"id": "spark-master", "type": "service", "image": "spark-master", "resources": {"cpus": 1, "mem": 512},
+         "ports": [{"container_port": 8080}, {"container_port": 7077}], **extra}]}
+
+
+# ------------------------------------------------------------- without Spark: a 400 naming it
+
+
+NO_SPARK = ("no Spark installation found: install pyspark (pip install 'jupyter-spark-appliance[spark]'), "
+            "set SPARK_HOME, or set c.SparkApplianceApp.spark_home")
+
+
+class TestWithoutSpark:
+    """``spark_home`` names a directory that holds no Spark, $SPARK_HOME is unset and pyspark cannot be imported.
+
+    pyspark is installed in this test's Python, so ``import pyspark`` is made to fail
+    (``sys.modules["pyspark"] = None``, which raises ImportError as an absent package does):
+    the server runs in this process, and that is the one thing that cannot be uninstalled here.
+    """
+
+    @pytest.fixture
+    def not_spark(self, tmp_path: Path) -> Path:
+        d = tmp_path / "not-spark"
+        (d / "bin").mkdir(parents=True)  # a directory, even with a bin/, but no spark-class
+        return d
+
+    @pytest.fixture
+    def jp_server_config(self, appliance_data_dir: Path, not_spark: Path) -> dict[str, Any]:
+        return server_config(appliance_data_dir, spark_home=str(not_spark))
+
+    async def test_a_launch_is_400_saying_how_to_get_spark(self, api: Api, appliance_data_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("SPARK_HOME", raising=False)
+        monkeypatch.setitem(sys.modules, "pyspark", None)
+        code, body = await api.call("POST", "appliance", master_spec("nospark"))
+        assert code == 400, body
+        assert body["problems"] == [{"path": "containers", "message": NO_SPARK}], body
+        # The same for the built-in template: nothing is recorded, nothing runs.
+        code, body = await api.call("POST", "appliance", {"template": "spark-livy", "id": "nospark2"})
+        assert code == 400 and {"path": "containers", "message": NO_SPARK} in body["problems"], body
+        assert await api.call("GET", "appliance") == (200, {"appliances": []})
+        assert processes_under(appliance_data_dir) == []
+
+
+# ------------------------------------- one master JVM: spark_home, bind_host 0.0.0.0, events, list, status
+
+
+@pytest.fixture
+def linked_spark_home(tmp_path: Path) -> Path:
+    """The installed pyspark's Spark home under another path: only ``spark_home`` can lead a JVM there."""
+    link = tmp_path / "my-spark"
+    link.symlink_to(find_spark_home(""), target_is_directory=True)
+    return link
+
+
+@pytest.mark.spark
+class TestOneMasterJvm:
+    @pytest.fixture
+    def jp_server_config(self, appliance_data_dir: Path, linked_spark_home: Path) -> dict[str, Any]:
+        return server_config(appliance_data_dir, spark_home=str(linked_spark_home), bind_host="0.0.0.0")
+
+    async def test_spark_home_all_addresses_events_listing_failure_reason_and_status(
+            self, api: Api, jp_fetch: Any, jp_serverapp: Any, jp_base_url: str, appliance_data_dir: Path,
+            linked_spark_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("SPARK_HOME", raising=False)  # the server's (and so the JVM's) environment
+        app_id, broken_id = unique("claims"), unique("broken")
+        everything = await EventStream(jp_fetch, "events").open()
+        code, model = await api.call("POST", "appliance", master_spec(app_id))
+        assert code == 201, model
+        # Subscribed while the launch is under way: a snapshot, then this appliance's changes only.
+        mine = await EventStream(jp_fetch, "appliance", app_id, "events").open()
+        # A second appliance whose master JVM fails at once, for real: a Java agent that does not exist.
+        code, body = await api.call("POST", "appliance", master_spec(
+            broken_id, env={"SPARK_MASTER_OPTS": "-javaagent:/nonexistent/jsa-agent.jar"}))
+        assert code == 201, body
+        try:
+            broken = await api.wait_state(broken_id, {"running", "failed"}, timeout=120)
+            model = await api.wait_state(app_id, {"running", "failed"})
+            assert model["state"] == "running", model["reason"]
+
+            # The failed launch's reason carries the JVM's own last lines, not only the exit status.
+            assert broken["state"] == "failed", broken
+            reason = broken["reason"]
+            assert reason.startswith("spark-master-0: its process exited with code 1\n"), reason
+            assert "Error opening zip file or JAR manifest missing : /nonexistent/jsa-agent.jar" in reason, reason
+            assert "Error occurred during initialization of VM" in reason, reason
+            assert container(broken, "spark-master")["instance_states"][0]["reason"] in reason
+
+            # spark_home: the master JVM runs from the configured path (its classpath), not pyspark's own.
+            (pid,) = record_pids(appliance_data_dir, app_id)
+            argv = psutil.Process(pid).cmdline()
+            classpath = argv[argv.index("-cp") + 1]
+            assert f"{linked_spark_home}/jars/*" in classpath.split(":"), classpath
+
+            # bind_host 0.0.0.0: the JVM listens on every address; endpoints and links name 127.0.0.1.
+            sockets = listening(pid)
+            assert sockets and {host for host, _ in sockets} <= {"0.0.0.0", "::"}, sockets
+            endpoints = container(model, "spark-master")["endpoints"]
+            assert {e["container_port"] for e in endpoints} == {7077, 8080}
+            assert all(e["host"] == "127.0.0.1" for e in endpoints), endpoints
+            ui_port = next(e["host_port"] for e in endpoints if e["container_port"] == 8080)
+            assert model["links"]["spark-ui"] == f"http://127.0.0.1:{ui_port}"
+            status = await asyncio.to_thread(master_status, model["links"]["spark-ui"])
+            assert status is not None and status["status"] == "ALIVE", status
+
+            # GET appliance lists both, each in the state its own GET shows.
+            code, listed = await api.call("GET", "appliance")
+            assert code == 200
+            assert {(a["id"], a["state"]) for a in listed["appliances"]} == {(app_id, "running"),
+                                                                            (broken_id, "failed")}
+            assert next(a for a in listed["appliances"] if a["id"] == app_id) == model
+
+            # appliance/{id}/events: first the snapshot, then changes, all of this appliance, up to running.
+            async def saw_running() -> bool:
+                return any(e.get("state") == "running" for e in mine.events)
+
+            await wait_for("the running appliance on its events stream", saw_running, timeout=30)
+            first = mine.events[0]
+            assert first["type"] == "snapshot" and first["id"] == app_id, first
+            assert first["appliance"]["id"] == app_id and first["state"] in ("pending", "staging"), first
+            assert {e["type"] for e in mine.events[1:]} == {"update"}, mine.events
+            assert {e["id"] for e in mine.events} == {app_id}, [e["id"] for e in mine.events]
+            # The server-wide stream did carry the other appliance's events meanwhile.
+            assert any(e["id"] == broken_id and e["state"] == "failed" for e in everything.events)
+
+            # %spark_appliance status: the widget of the running appliance, in a real kernel.
+            kernel_env = {"JUPYTER_SPARK_APPLIANCE_URL": f"http://127.0.0.1:{jp_serverapp.port}{jp_base_url}",
+                          "JUPYTER_SPARK_APPLIANCE_TOKEN": jp_serverapp.identity_provider.token}
+            out = await run_kernel_process("python3", [
+                "%load_ext jupyter_spark_appliance",
+                f"view = get_ipython().run_line_magic('spark_appliance', 'status --id {app_id}')\nview",
+                "print('HTML', view.html.value)\nprint('SLIDER', view.slider.layout.display)",
+            ], env=kernel_env)
+            assert "[widget]" in out[1] and "ERROR" not in out[1], out
+            assert f"<b>{app_id}</b>: running" in out[2], out[2]
+            assert "spark-master" in out[2] and "SLIDER none" in out[2], out[2]  # no worker container: no slider
+        finally:
+            mine.close()
+            everything.close()
+            for a in (app_id, broken_id):
+                assert (await api.call("DELETE", f"appliance/{a}"))[0] == 204
+        assert wait_gone([pid]) == []
+
+
+# ------------------------------------------------------------- jupyter_server's authorizer
+
+
+AUTH_CALLS: list[tuple[str, str]] = []
+
+
+class DenySparkAppliance(Authorizer):
+    """Refuses every action on the ``spark-appliance`` resource, allows every other resource."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        AUTH_CALLS.append((action, resource))
+        return resource != "spark-appliance"
+
+
+class ReadOnlySparkAppliance(Authorizer):
+    """Lets users look at appliances (read) but not launch, scale or stop them (write)."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        AUTH_CALLS.append((action, resource))
+        return resource != "spark-appliance" or action == "read"
+
+
+# (method, path under spark-appliance/): every route of handlers.py and proxy.py
+READS = [("GET", "appliance"), ("GET", "appliance/x"), ("GET", "appliance/x/container/c/logs"),
+         ("GET", "appliance/x/credentials"), ("GET", "appliance/x/events"), ("GET", "appliance/x/ui"),
+         ("GET", "templates"), ("GET", "openapi.json"), ("GET", "appliance/x/sparkui"),
+         ("GET", "appliance/x/sparkui/"), ("GET", "appliance/x/workerui/0/"), ("GET", "appliance/x/livy/sessions"),
+         ("GET", "appliance/x/applications"), ("GET", "appliance/x/notebook/tree")]
+WRITES = [("POST", "appliance"), ("DELETE", "appliance/x"), ("PATCH", "appliance/x/container/c"),
+          ("POST", "appliance/x/livy/sessions")]
+
+
+class TestAuthorizer:
+    @pytest.fixture(params=["deny", "read-only"])
+    def policy(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    @pytest.fixture
+    def jp_server_config(self, appliance_data_dir: Path, policy: str) -> dict[str, Any]:
+        config = server_config(appliance_data_dir, event_stream_seconds=1.0)  # the server-wide stream ends
+        config["ServerApp"]["authorizer_class"] = DenySparkAppliance if policy == "deny" else ReadOnlySparkAppliance
+        return config
+
+    async def test_the_authorizer_decides_every_route(self, api: Api, jp_fetch: Any, policy: str,
+                                                     appliance_data_dir: Path) -> None:
+        AUTH_CALLS.clear()
+        routes = READS + WRITES + [("GET", "events")]
+        for method, path in routes:
+            body = {"instances": 1} if method == "PATCH" else (master_spec("x") if method == "POST" else None)
+            code, reply = await api.call(method, path, body)
+            denied = policy == "deny" or method != "GET"
+            if denied:
+                assert code == 403, (method, path, code, reply)
+                action = "read" if method == "GET" else "write"
+                if isinstance(reply, dict):  # the API's JSON; the proxies' too
+                    assert reply["message"] == f"User is not authorized to {action} on resource: spark-appliance.", \
+                        (method, path, reply)
+            else:  # let through: the route answers as it does for anyone (unknown id x: 404)
+                assert code != 403, (method, path, code, reply)
+                expected = 200 if path in ("appliance", "templates", "openapi.json", "events") else 404
+                assert code == expected, (method, path, code, reply)
+        # The decisions were jupyter_server's authorizer's, for the resource "spark-appliance".
+        assert ("read", "spark-appliance") in AUTH_CALLS and ("write", "spark-appliance") in AUTH_CALLS
+        # Other resources are the authorizer's to allow: Jupyter's own API answers.
+        response = await jp_fetch("api", "contents", raise_error=False)
+        assert response.code == 200
+        assert ("read", "contents") in AUTH_CALLS
+        assert processes_under(appliance_data_dir) == [] and not appliance_data_dir.joinpath("x").exists()
+
+
+# ---------------------------------------------------- restart_policy and jobs, on real containers
+
+
+def boxes(engine: Any, app_id: str) -> dict[str, Any]:
+    """The appliance's running containers on the engine, by container id of the spec."""
+    found = engine.containers.list(filters={"label": f"{LABEL}.appliance={app_id}"})
+    return {c.labels[f"{LABEL}.container"]: c for c in found}
+
+
+def until_term(code: int) -> str:
+    """A shell that sleeps until SIGTERM and then exits with ``code`` (an exit on demand)."""
+    return f"trap 'exit {code}' TERM; sleep 300 & wait"
+
+
+@pytest.mark.docker
+class TestRestartPolicy:
+    """``c.SparkApplianceApp.restart_policy = "always"`` from the server's config, and what overrides it."""
+
+    @pytest.fixture
+    def jp_server_config(self, appliance_data_dir: Path) -> dict[str, Any]:
+        return server_config(appliance_data_dir, restart_policy="always")
+
+    async def test_always_restarts_an_exit_0_on_failure_and_jobs_do_not_and_patch_during_delete_is_409(
+            self, api: Api, jp_serverapp: Any, docker_engine: Any) -> None:
+        engine = docker_engine
+        app_id = unique("policy")
+
+        def box(cid: str, cmd: str, **extra: Any) -> dict[str, Any]:
+            return {"id": cid, "type": "service", "image": DEFAULT_IMAGES["spark-master"], "cmd": cmd,
+                    "resources": {"cpus": 0.25, "mem": 64}, **extra}
+
+        spec = {"id": app_id, "backend": "docker", "containers": [
+            box("always", until_term(0)),  # the server's policy
+            box("onfail", until_term(0), restart="on-failure"),  # its own
+            box("job-ok", until_term(0), type="job"),
+            box("job-bad", until_term(1), type="job"),
+            box("stubborn", "sleep 300"),  # PID 1 ignores SIGTERM: a DELETE waits out the engine's grace
+        ]}
+        code, model = await api.call("POST", "appliance", spec)
+        assert code == 201, model
+        deleted = False
+        try:
+            model = await api.wait_state(app_id, {"running", "failed"}, timeout=180)
+            assert model["state"] == "running", model["reason"]
+            for cid in ("onfail", "job-ok", "job-bad"):
+                boxes(engine, app_id)[cid].kill(signal="SIGTERM")
+
+            async def ended() -> dict[str, Any] | None:
+                _, m = await api.call("GET", f"appliance/{app_id}")
+                states = {c["id"]: c["state"] for c in m["containers"]}
+                return m if all(states[c] in ("success", "failed") for c in ("onfail", "job-ok", "job-bad")) else None
+
+            model = await wait_for("the three to end", ended)
+            # on-failure leaves an exit 0 alone; a job is never restarted, exit 0 or not (the server says always).
+            for cid, state, code in (("onfail", "success", 0), ("job-ok", "success", 0), ("job-bad", "failed", 1)):
+                c = container(model, cid)
+                (inst,) = c["instance_states"]
+                assert (c["state"], c["restarts"], inst["restarts"]) == (state, 0, 0), c
+                if cid != "job-ok":
+                    assert inst["reason"].startswith(f"its container exited with code {code}"), inst
+            old = boxes(engine, app_id)["always"].id
+            boxes(engine, app_id)["always"].kill(signal="SIGTERM")  # exits 0: "always" restarts it all the same
+
+            async def restarted() -> dict[str, Any] | None:
+                _, m = await api.call("GET", f"appliance/{app_id}")
+                c = container(m, "always")
+                return m if c["restarts"] == 1 and c["state"] == "running" else None
+
+            model = await wait_for("the always container to be restarted", restarted)
+            (inst,) = container(model, "always")["instance_states"]
+            assert inst["last_reason"].startswith("its container exited with code 0"), inst
+            assert boxes(engine, app_id)["always"].id != old  # a new container
+            # Several reconciler ticks later the ended ones are still ended, never restarted.
+            for cid in ("onfail", "job-ok", "job-bad"):
+                assert container(model, cid)["restarts"] == 0 and cid not in boxes(engine, app_id)
+
+            # PATCH while a DELETE is under way: 409 (the stubborn container holds the DELETE for ~10 s).
+            record = jp_serverapp.web_app.settings["spark_appliance_manager"].get(app_id)
+            deleting = asyncio.ensure_future(api.call("DELETE", f"appliance/{app_id}"))
+
+            async def under_way() -> bool:
+                return record.deleting
+
+            await wait_for("the DELETE to be under way", under_way, timeout=30)
+            code, body = await api.call("PATCH", f"appliance/{app_id}/container/always", {"instances": 2})
+            assert (code, body["message"]) == (409, f"appliance {app_id!r} is being deleted"), body
+            assert not deleting.done()
+            assert (await deleting)[0] == 204
+            deleted = True
+        finally:
+            if not deleted:
+                assert (await api.call("DELETE", f"appliance/{app_id}"))[0] == 204
+        assert boxes(engine, app_id) == {}
+
+
+# ---------------------------------------------------------------- a full disk: HTTP 507
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs (root only, as in CI; elsewhere it skips): its writes fail with ENOSPC for real."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+class TestFullDisk:
+    @pytest.fixture
+    def jp_server_config(self, tiny_disk: Path) -> dict[str, Any]:
+        return server_config(tiny_disk / "appliances")
+
+    async def test_a_launch_on_a_full_disk_is_507_and_starts_nothing(self, api: Api, tiny_disk: Path) -> None:
+        assert await api.call("GET", "appliance") == (200, {"appliances": []})  # the server has started
+        with open(tiny_disk / "ballast", "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        code, body = await api.call("POST", "appliance", master_spec("full"))
+        assert code == 507, body
+        assert body["message"].startswith(f"cannot write the appliance's record in {tiny_disk / 'appliances'}: "), body
+        assert "No space left on device" in body["message"], body
+        assert await api.call("GET", "appliance") == (200, {"appliances": []})
+        assert processes_under(tiny_disk) == []
+        # Room again: the same id launches (nothing of the failed try holds it); stopped at once.
+        (tiny_disk / "ballast").unlink()
+        code, body = await api.call("POST", "appliance", master_spec("full"))
+        assert code == 201, body
+        assert (await api.call("DELETE", "appliance/full"))[0] == 204
+        assert all(gone(p) for p in processes_under(tiny_disk))
