@@ -149,6 +149,71 @@ def test_scala_outputs_errors_and_isolation(gateway):
         assert requests.delete(f"{gateway}/sessions/{sid}").json() == {"msg": "deleted"}
 
 
+TABLE = "application/vnd.livy.table.v1+json"
+
+
+def test_scala_magics_and_completion(gateway):
+    # Livy's AbstractSparkInterpreter magics: %json and %table of a value (json4s), also on the
+    # line after code (Livy's "do table magic"); a text/plain rendering as on the PySpark side.
+    sid = scala_session(gateway)
+    out = run_statement(gateway, sid, 'val x = List((1, "a"), (3, "b"))\n%table x')["output"]
+    assert out == {"status": "ok", "execution_count": 0, "data": {
+        TABLE: {"headers": [{"type": "BIGINT_TYPE", "name": "_1"}, {"type": "STRING_TYPE", "name": "_2"}],
+                "data": [[1, "a"], [3, "b"]]},
+        "text/plain": "_1\t_2\n1\ta\n3\tb"}}, out
+    # Code after a magic: its text is the output (Livy's "allow magic inside statements"), and a
+    # magic takes no resN name.
+    assert text(run_statement(gateway, sid, "val y = 2\n%json x\ny + 1")) == "val res0: Int = 3"
+    data = run_statement(gateway, sid, '%json Map("a" -> 1, "b" -> List(1.5, 2.0))')["output"]["data"]
+    assert data == {"application/json": {"a": 1, "b": [1.5, 2.0]}, "text/plain": '{"a": 1, "b": [1.5, 2.0]}'}
+    data = run_statement(gateway, sid, '%table List(List(1, "a"), List(3, "b"))')["output"]["data"]
+    assert data[TABLE] == {"headers": [{"type": "BIGINT_TYPE", "name": "0"}, {"type": "STRING_TYPE", "name": "1"}],
+                           "data": [[1, "a"], [3, "b"]]}
+    # An RDD: its first 10 elements (Livy's take(10)), computed on the executor.
+    data = run_statement(gateway, sid, "%json sc.parallelize(1 to 100, 4)")["output"]["data"]
+    assert data["application/json"] == list(range(1, 11))
+    data = run_statement(gateway, sid, '%table spark.range(3).selectExpr("id", "id * 2 AS twice")')["output"]["data"]
+    assert data[TABLE] == {"headers": [{"type": "BIGINT_TYPE", "name": "id"}, {"type": "BIGINT_TYPE", "name": "twice"}],
+                           "data": [[0, 0], [1, 2], [2, 4]]}
+    assert data["text/plain"] == "id\ttwice\n0\t0\n1\t2\n2\t4"
+    err = run_statement(gateway, sid, '%table List(Map("a" -> 1), Map("a" -> "s"))')["output"]
+    assert (err["status"], err["ename"], err["evalue"]) == ("error", "TypeError", "table rows have different types")
+    err = run_statement(gateway, sid, "%foo x")["output"]
+    assert (err["status"], err["ename"], err["evalue"]) == ("error", "UnknownMagic", "Unknown magic command foo")
+    err = run_statement(gateway, sid, "%json nope")["output"]
+    assert (err["status"], err["ename"], err["evalue"]) == ("error", "Error", "error: not found: value nope")
+
+    def complete(code: str, cursor: int, kind: str = "spark") -> list[str]:
+        r = requests.post(f"{gateway}/sessions/{sid}/completion", json={"code": code, "kind": kind, "cursor": cursor})
+        assert r.status_code == 200, r.text
+        return r.json()["candidates"]
+
+    # The Scala REPL's completion in this session's interpreter: its definitions, the members'
+    # names (as Livy's SparkInterpreter answers: names, not whole expressions).
+    assert complete("x.hea", 5) == ["head", "headOption"]
+    assert complete("x.hea + 1", 5) == ["head", "headOption"]
+    assert complete("sc.paralle", 10) == ["parallelize"]
+    assert complete("spark.rang", 10) == ["range"]
+    members = complete('"a".', 4)
+    assert "compare" in members and "contains" in members  # Livy's InteractiveIT
+    assert complete("x_nothing.", 10) == []
+    # While a statement runs the compiler is busy: no candidates, at once, and the statement goes on.
+    r = requests.post(f"{gateway}/sessions/{sid}/statements", json={"code": "Thread.sleep(300000); 1"})
+    busy = r.json()["id"]
+    deadline = time.monotonic() + 60
+    while complete("x.hea", 5):
+        assert time.monotonic() < deadline
+    assert requests.get(f"{gateway}/sessions/{sid}/statements/{busy}").json()["state"] == "running"
+    requests.post(f"{gateway}/sessions/{sid}/statements/{busy}/cancel", json={})
+    deadline = time.monotonic() + 60
+    while (state := requests.get(f"{gateway}/sessions/{sid}/statements/{busy}").json()["state"]) != "cancelled":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.3)
+    assert complete("x.hea", 5) == ["head", "headOption"]
+    assert text(run_statement(gateway, sid, "y + 2")) == "val res2: Int = 4"  # res1 went to the cancelled one
+    requests.delete(f"{gateway}/sessions/{sid}")
+
+
 def test_cancel_a_long_scala_statement(gateway):
     sid = scala_session(gateway)
     r = requests.post(f"{gateway}/sessions/{sid}/statements",
@@ -189,11 +254,21 @@ def test_pyspark_session_with_scala_statements(gateway):
     r = requests.post(f"{gateway}/sessions", json={"kind": "pyspark"})
     sid = r.json()["id"]
     assert wait_session(gateway, sid)["state"] == "idle"
+
+    def complete(code: str, kind: str) -> list[str]:
+        r = requests.post(f"{gateway}/sessions/{sid}/completion", json={"code": code, "kind": kind})
+        assert r.status_code == 200, r.text
+        return r.json()["candidates"]
+
+    # No Scala interpreter before the session's first Scala statement: nothing to complete yet.
+    assert complete("spark.rang", "spark") == []
     assert text(run_statement(gateway, sid, "spark.range(3).createOrReplaceTempView('pyview')")) == ""
     # The Scala statement sees the session's own SparkSession (its temp view) and runs a job.
     assert text(run_statement(gateway, sid, 'spark.table("pyview").count()', kind="spark")) == "val res0: Long = 3"
     assert text(run_statement(gateway, sid, "spark.range(5).count()", kind="scala")) == "val res1: Long = 5"
     assert text(run_statement(gateway, sid, "spark.range(4).count()")) == "4"  # back to Python
+    assert complete("spark.rang", "scala") == ["range"]
+    assert complete("spark.rang", "pyspark") == ["spark.range"]
     listing = requests.get(f"{gateway}/sessions/{sid}").json()
     assert listing["kind"] == "pyspark"
     requests.delete(f"{gateway}/sessions/{sid}")
