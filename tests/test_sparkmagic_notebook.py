@@ -94,8 +94,8 @@ def descendants(pids: list[int]) -> list[int]:
     return out
 
 
-async def use_the_notebook(api: Any, jp_fetch: Any, jp_ws_fetch: Any, app_id: str, model: dict[str, Any],
-                           jp_base_url: str) -> None:
+async def use_the_notebook(jp_fetch: Any, jp_ws_fetch: Any, jp_auth_header: dict[str, str], app_id: str,
+                           model: dict[str, Any], jp_base_url: str) -> None:
     """What a user who holds only the outer Jupyter's login does with the notebook: a Spark cell."""
     path = f"{jp_base_url}spark-appliance/appliance/{app_id}/notebook/"
     assert model["ui"]["notebook"] == path
@@ -117,7 +117,12 @@ async def use_the_notebook(api: Any, jp_fetch: Any, jp_ws_fetch: Any, app_id: st
     assert r.code == 403
     r = await jp_fetch(*parts, "api", "status", headers=anonymous, raise_error=False, follow_redirects=False)
     assert r.code == 302 and "/login" in r.headers["Location"]
-    # With it: the notebook server's API, through the proxy.
+    # With it: the notebook server's API, through the proxy. A browser logged in by URL (?token=
+    # the outer Jupyter's) gets through too: the proxy drops that token, which the notebook
+    # server would otherwise take for its own and refuse.
+    outer_token = jp_auth_header["Authorization"].split(" ", 1)[1]
+    r = await jp_fetch(*parts, "api", "status", headers=anonymous, params={"token": outer_token})
+    assert r.code == 200
     r = await jp_fetch(*parts, "api", "kernelspecs")
     assert {"pysparkkernel", "sparkkernel"} <= set(json.loads(r.body)["kernelspecs"])
     # The notebook server does not run this extension itself.
@@ -144,7 +149,7 @@ async def use_the_notebook(api: Any, jp_fetch: Any, jp_ws_fetch: Any, app_id: st
 
 @pytest.mark.spark
 async def test_the_seed_with_its_notebook_runs_spark_on_local(api, jp_fetch, jp_ws_fetch, jp_base_url,
-                                                               appliance_data_dir):
+                                                               jp_auth_header, appliance_data_dir):
     code, model = await api.call("POST", "appliance", raw=SEED.encode())  # as written, id and all
     assert code == 201, model
     model = await api.wait_state(APP, {"running", "failed"}, timeout=400)
@@ -166,9 +171,33 @@ async def test_the_seed_with_its_notebook_runs_spark_on_local(api, jp_fetch, jp_
         assert config[key] == {"url": model["links"]["livy"], "username": creds["livy"]["username"],
                                "password": creds["livy"]["password"], "auth": "Basic_Access"}
 
-    await use_the_notebook(api, jp_fetch, jp_ws_fetch, APP, model, jp_base_url)
+    await use_the_notebook(jp_fetch, jp_ws_fetch, jp_auth_header, APP, model, jp_base_url)
 
     pids = record_pids(appliance_data_dir, APP)
     pids += descendants(pids)
     assert (await api.call("DELETE", f"appliance/{APP}"))[0] == 204
     assert wait_gone(pids) == []
+
+
+@pytest.mark.docker
+async def test_the_seed_with_its_notebook_runs_spark_on_docker(api, jp_fetch, jp_ws_fetch, jp_base_url,
+                                                                jp_auth_header, docker_engine):
+    from jupyter_spark_appliance.backends.docker import LABEL
+
+    doc = {**seed_on_docker("dockseed"), "backend": "docker"}
+    # is_privileged stays as the seed writes it: the project's images get no privilege, and no 400.
+    assert doc["containers"][3]["is_privileged"] is True
+    code, model = await api.call("POST", "appliance", doc)
+    assert code == 201, model
+    model = await api.wait_state("dockseed", {"running", "failed"}, timeout=600)
+    assert model["state"] == "running", model["reason"]
+    (notebook,) = docker_engine.containers.list(filters={"label": [f"{LABEL}.appliance=dockseed",
+                                                                   f"{LABEL}.container=sparkmagic"]})
+    assert notebook.attrs["HostConfig"]["Privileged"] is False
+    for bindings in notebook.attrs["NetworkSettings"]["Ports"].values():
+        assert all(b["HostIp"] == "127.0.0.1" for b in bindings or [])
+
+    await use_the_notebook(jp_fetch, jp_ws_fetch, jp_auth_header, "dockseed", model, jp_base_url)
+
+    assert (await api.call("DELETE", "appliance/dockseed"))[0] == 204
+    assert docker_engine.containers.list(all=True, filters={"label": f"{LABEL}.appliance=dockseed"}) == []

@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import ui
 from ..handles import Handle, handle_kind
 from ..plan import AddressOf, address_map_resolver, resolve_container
 from ..spark.probes import health_check_passes, ports_accept
-from ..spark.roles import ROLES, ProbeContext, Role, role_by_image
+from ..spark.roles import ROLES, ProbeContext, Role, role_by_image, with_env_ports
 from ..spec import Appliance, Container, Problem
 from ..state import Endpoint
 from .base import Backend, BackendUnavailable, Exit, Started, StartFailed, StartRequest
@@ -123,6 +124,7 @@ def entrypoint_env(request: StartRequest, env: Mapping[str, str]) -> dict[str, s
     if request.role is not None:
         out.setdefault("JSA_CORES", str(max(1, round(container.resources.cpus))))
         out.setdefault("JSA_MEMORY_MB", str(int(container.resources.mem)))
+        out["JSA_UI_ROOT"] = ui.appliance_path(request.appliance_id)  # where the server's proxy serves it
         if request.credentials is not None:
             out["JSA_SECRET"] = request.credentials.password
             out["JSA_USERNAME"] = request.credentials.username
@@ -195,7 +197,9 @@ class DockerBackend(Backend):
     def check(self, appliance: Appliance) -> list[Problem]:
         problems = []
         for i, c in enumerate(appliance.containers):
-            if c.is_privileged and not self.config.allow_privileged:
+            # The project's images need no privilege and never get it (the model notes it): only
+            # an opaque image that asks for it needs allow_privileged.
+            if c.is_privileged and not self.config.allow_privileged and self.role_of(c) is None:
                 problems.append(Problem(f"containers[{i}].is_privileged",
                                         "privileged containers are off (c.SparkApplianceApp.allow_privileged)"))
             if c.network_mode == "host" and not self.config.allow_host_network:
@@ -285,7 +289,7 @@ class DockerBackend(Backend):
         container, role = request.container, request.role
         name = container_name(request.appliance_id, container.id, request.index, self.tag)
         host_mode = container.network_mode == "host"
-        resolved = resolve_container(container, self.resolver(request.peers, container))
+        resolved = resolve_container(with_env_ports(role, container), self.resolver(request.peers, container))
         env = entrypoint_env(request, resolved.env)
         previous = request.previous.ports if request.previous else {}
         ports = {f"{p.container_port}/{p.protocol}": (self.config.bind_host,
@@ -295,7 +299,7 @@ class DockerBackend(Backend):
             "name": name, "hostname": name, "detach": True, "environment": env,
             "labels": self._labels(request.appliance_id, container.id, request.index),
             "nano_cpus": int(container.resources.cpus * 1e9), "mem_limit": f"{int(container.resources.mem)}m",
-            "privileged": bool(container.is_privileged and self.config.allow_privileged),
+            "privileged": bool(container.is_privileged and self.config.allow_privileged and role is None),
             "volumes": {v.src: {"bind": v.dest, "mode": v.type} for v in container.volumes} or None,
         }
         if container.cmd is not None:

@@ -1,4 +1,4 @@
-"""Entrypoint of the project's image: one image, three roles (JSA_ROLE).
+"""Entrypoint of the project's image: one image, a target per role (JSA_ROLE).
 
 PIVOT images take their wiring as arguments (the Livy image takes the master
 URL; the worker image takes the master's address), so this entrypoint does
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         memory_mb=int(os.environ.get("JSA_MEMORY_MB", "1024")), work_dir=work,
         log_dir=Path(tempfile.gettempdir()) / "livy-logs", daemon_java_opts=java_opts,
         cds_dir=cds().cache_dir, contained=True, username=username, secret=secret, secret_file=secret_file,
+        ui_root=os.environ.get("JSA_UI_ROOT", ""),
     )
     try:
         command = role.command(ctx)

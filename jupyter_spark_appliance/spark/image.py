@@ -1,4 +1,4 @@
-"""Build the project's image (one per role: spark-master, spark-worker, livy).
+"""Build the project's image (one per role: spark-master, spark-worker, livy, spark-connect, sparkmagic).
 
 No registry is needed: the base is a build argument (a public Debian image
 where a registry is reachable, or the debootstrapped local one), and Python
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
 from pathlib import Path
 
@@ -37,10 +37,22 @@ def build_context(ctx: Path, log: Callable[[str], None]) -> None:
     pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(wheels)]
     log(f"collecting wheels: pyspark {version('pyspark')}, tornado, psutil, py4j")
     subprocess.run(pip + [f"pyspark=={version('pyspark')}", "tornado", "psutil"], check=True)
+    # The sparkmagic target's own packages, in a dir of their own: the other targets never copy them.
+    notebook = [_pinned("sparkmagic", ">=0.23"), _pinned("jupyter_server", ">=2.10,<3")]
+    log(f"collecting the notebook's wheels: {', '.join(notebook)} and their dependencies")
+    subprocess.run([*pip[:-1], str(ctx / "notebook-wheels"), *notebook], check=True)
     root = project_root()
     log(f"building the jupyter-spark-appliance wheel from {root or 'PyPI'}")
     subprocess.run(pip + ["--no-deps", str(root) if root else f"jupyter-spark-appliance=={__version__}"], check=True)
     shutil.copy(files("jupyter_spark_appliance").joinpath("spark/images/Dockerfile"), ctx / "Dockerfile")
+
+
+def _pinned(name: str, otherwise: str) -> str:
+    """The host's version of ``name`` (what the tests ran with), or the project's range when it has none."""
+    try:
+        return f"{name}=={version(name)}"
+    except PackageNotFoundError:
+        return f"{name}{otherwise}"
 
 
 def context_digest(ctx: Path) -> str:
@@ -53,7 +65,7 @@ def context_digest(ctx: Path) -> str:
 
 
 def build_images(base: str = DEFAULT_BASE, log: Callable[[str], None] = print, client=None) -> dict[str, str]:  # noqa: ANN001
-    """Build (or reuse, when the inputs did not change) the three role images."""
+    """Build (or reuse, when the inputs did not change) the role images."""
     docker = docker_sdk()
 
     client = client or docker.from_env()
