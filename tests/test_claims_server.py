@@ -36,6 +36,15 @@ from conftest import Api
 from kernels import run_kernel_process
 
 
+@pytest.fixture(scope="module")
+def shared_cds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """No archives to share: these servers run without class-data-sharing (test_options.server_config).
+
+    Overrides conftest's, which records the archives (minutes of JVMs) when this module runs alone.
+    """
+    return tmp_path_factory.mktemp("no-cds")
+
+
 class EventStream:
     """One server-sent-events stream of the server, read as it comes (what the panel's EventSource gets)."""
 
@@ -198,8 +207,11 @@ class TestOneMasterJvm:
                 "print('HTML', view.html.value)\nprint('SLIDER', view.slider.layout.display)",
             ], env=kernel_env)
             assert "[widget]" in out[1] and "ERROR" not in out[1], out
-            assert f"<b>{app_id}</b>: running" in out[2], out[2]
-            assert "spark-master" in out[2] and "SLIDER none" in out[2], out[2]  # no worker container: no slider
+            html = out[2]
+            assert f"<b>{app_id}</b>: <span style='color:#2e7d32'>running</span>" in html, html
+            assert "<td>spark-master</td><td style='color:#2e7d32'>running</td><td>1/1</td>" in html, html
+            assert f'<a href="{model["links"]["spark-ui"]}" target="_blank">spark-ui</a>' in html, html
+            assert "SLIDER none" in html, html  # no worker container: no slider
         finally:
             mine.close()
             everything.close()
