@@ -31,7 +31,6 @@ standalone takes the secret only from the driver's conf).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import ctypes
 import json
 import os
@@ -279,14 +278,27 @@ class Monitor:
 
 
 class Completions:
-    """Completion requests, answered from a pool of threads apart from every session's."""
+    """Completion requests, answered by a few threads of their own, apart from every session's.
 
-    def __init__(self, replies: Replies):
+    Daemon threads (not a ThreadPoolExecutor, whose workers the interpreter joins at exit): a
+    completion stuck in a user's ``__getattr__`` must not keep the driver, and its JVM's cluster
+    cores, from exiting.
+    """
+
+    def __init__(self, replies: Replies, threads: int = COMPLETION_THREADS):
         self.replies = replies
-        self.pool = concurrent.futures.ThreadPoolExecutor(COMPLETION_THREADS, thread_name_prefix="livy-complete")
+        self.queue: queue.Queue[tuple[Session | None, dict[str, Any]] | None] = queue.Queue()
+        self.threads = [threading.Thread(target=self._loop, name=f"livy-complete-{i}", daemon=True)
+                        for i in range(threads)]
+        for thread in self.threads:
+            thread.start()
 
     def submit(self, session: Session | None, request: dict[str, Any]) -> None:
-        self.pool.submit(self._answer, session, request)
+        self.queue.put((session, request))
+
+    def _loop(self) -> None:
+        while (item := self.queue.get()) is not None:
+            self._answer(*item)
 
     def _answer(self, session: Session | None, request: dict[str, Any]) -> None:
         candidates: list[str] = []
@@ -300,7 +312,8 @@ class Completions:
                           candidates=candidates)
 
     def stop(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self.threads:
+            self.queue.put(None)
 
 
 def java_properties(props: dict[str, str]) -> str:
