@@ -324,7 +324,7 @@ class TestRestartPolicy:
         return server_config(appliance_data_dir, restart_policy="always")
 
     async def test_always_restarts_an_exit_0_on_failure_and_jobs_do_not_and_patch_during_delete_is_409(
-            self, api: Api, jp_serverapp: Any, docker_engine: Any) -> None:
+            self, api: Api, jp_fetch: Any, jp_serverapp: Any, docker_engine: Any) -> None:
         engine = docker_engine
         app_id = unique("policy")
 
@@ -361,6 +361,7 @@ class TestRestartPolicy:
                 assert (c["state"], c["restarts"], inst["restarts"]) == (state, 0, 0), c
                 if cid != "job-ok":
                     assert inst["reason"].startswith(f"its container exited with code {code}"), inst
+            stream = await EventStream(jp_fetch, "appliance", app_id, "events").open()
             old = boxes(engine, app_id)["always"].id
             boxes(engine, app_id)["always"].kill(signal="SIGTERM")  # exits 0: "always" restarts it all the same
 
@@ -374,6 +375,10 @@ class TestRestartPolicy:
             (inst,) = container(model, "always")["instance_states"]
             assert inst["last_reason"].startswith("its container exited with code 0"), inst
             assert boxes(engine, app_id)["always"].id != old  # a new container
+            # Each restart is a "restart" event on the events route, naming the instance.
+            stream.close()
+            restarts = [e["instance"] for e in stream.events if e["type"] == "restart"]
+            assert [(i["container"], i["index"]) for i in restarts] == [("always", 0)], stream.events
             # Several reconciler ticks later the ended ones are still ended, never restarted.
             for cid in ("onfail", "job-ok", "job-bad"):
                 assert container(model, cid)["restarts"] == 0 and cid not in boxes(engine, app_id)
