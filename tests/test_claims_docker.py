@@ -243,11 +243,13 @@ def test_a_rebuild_removes_the_untagged_images_it_replaced(engine, monkeypatch, 
     monkeypatch.setattr(image, "build_context", tiny_context)
     base = DEFAULT_IMAGES["spark-master"]
     base_id = engine.images.get(base).id
+    built: set[str] = set()  # every image of either build: removed at the end, whatever happens
     try:
         lines: list[str] = []
         assert image.build_images(base, lines.append, engine) == tags
         first = {t: engine.images.get(t).id for t in tags.values()}
         old = {i for t in tags.values() for i in image_chain(engine, first[t], base_id)}
+        built |= old
 
         lines.clear()
         assert image.build_images(base, lines.append, engine) == tags
@@ -258,12 +260,13 @@ def test_a_rebuild_removes_the_untagged_images_it_replaced(engine, monkeypatch, 
         lines.clear()
         assert image.build_images(base, lines.append, engine) == tags
         second = {t: engine.images.get(t).id for t in tags.values()}
+        built |= {i for t in tags.values() for i in image_chain(engine, second[t], base_id)}
         assert all(second[t] != first[t] for t in tags.values())
         assert [line for line in lines if line.startswith("removed the previous")] == [
             f"removed the previous {t} ({first[t][7:19]})" for t in tags.values()]
         left = {i for i in old if i in {img.id for img in engine.images.list(all=True)}}
         assert not left, left  # neither the replaced targets nor their untagged parent layers
     finally:
-        for t in tags.values():
+        for ref in (*tags.values(), *built):  # tags first: the untagged parents go with them
             with contextlib.suppress(Exception):
-                engine.images.remove(t, force=True)
+                engine.images.remove(ref, force=True)
