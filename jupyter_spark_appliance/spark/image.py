@@ -40,11 +40,59 @@ def build_context(ctx: Path, log: Callable[[str], None]) -> None:
     # The sparkmagic target's own packages, in a dir of their own: the other targets never copy them.
     notebook = [_pinned("sparkmagic", ">=0.23"), _pinned("jupyter_server", ">=2.10,<3")]
     log(f"collecting the notebook's wheels: {', '.join(notebook)} and their dependencies")
-    subprocess.run([*pip[:-1], str(ctx / "notebook-wheels"), *notebook], check=True)
+    notebook_wheels(pip[:-1], ctx / "notebook-wheels", notebook, log)
     root = project_root()
     log(f"building the jupyter-spark-appliance wheel from {root or 'PyPI'}")
     subprocess.run(pip + ["--no-deps", str(root) if root else f"jupyter-spark-appliance=={__version__}"], check=True)
     shutil.copy(files("jupyter_spark_appliance").joinpath("spark/images/Dockerfile"), ctx / "Dockerfile")
+
+
+#: The image's Python (Debian bookworm's python3): pip on the host resolves for its own, which may be newer.
+IMAGE_PYTHON = "3.11.2"
+
+
+def notebook_wheels(pip: list[str], out: Path, requirements: list[str], log: Callable[[str], None],
+                    image_python: str = IMAGE_PYTHON, rounds: int = 12) -> None:
+    """The wheels of ``requirements`` and their dependencies, every one installable on the image's Python.
+
+    ``pip wheel`` cannot resolve for another interpreter, and a dependency's
+    newest release may require a newer Python than Debian's (soupsieve needs
+    3.11.5): the minor series of each such release and later ones are excluded
+    and the resolution done again.
+    """
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    excluded: list[str] = []
+    for _ in range(rounds):
+        shutil.rmtree(out, ignore_errors=True)
+        subprocess.run([*pip, str(out), *requirements, *excluded], check=True)
+        bad = []
+        for wheel in sorted(out.glob("*.whl")):
+            requires = _requires_python(wheel)
+            if requires and Version(image_python) not in SpecifierSet(requires):
+                name, release = wheel.name.split("-")[:2]
+                # Its whole minor series and what follows (later releases rarely lower their Requires-Python).
+                series = ".".join(str(n) for n in Version(release).release[:2])
+                bad.append(f"{name}<{series}")
+        if not bad:
+            return
+        log(f"excluding what Python {image_python} cannot install: {', '.join(bad)}")
+        excluded += bad
+    raise RuntimeError(f"no set of the notebook's wheels installs on Python {image_python} (excluded {excluded})")
+
+
+def _requires_python(wheel: Path) -> str:
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        for line in z.read(meta).decode("utf-8", "replace").splitlines():
+            if line.startswith("Requires-Python:"):
+                return line.split(":", 1)[1].strip()
+            if not line:
+                break
+    return ""
 
 
 def _pinned(name: str, otherwise: str) -> str:
