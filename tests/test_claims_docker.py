@@ -107,10 +107,10 @@ def test_container_and_bridge_join_the_appliance_network_and_host_uses_the_hosts
 
     def box(cid: str, **fields: Any) -> dict:
         return {"id": cid, "type": "service", "image": image, "resources": {"cpus": 0.25, "mem": 64},
-                "cmd": "exec sleep 300", **fields}
+                "cmd": "trap 'exit 0' TERM; sleep 300 & wait", **fields}  # PID 1 ignores an untrapped TERM
 
     spec = {"id": "claims-nets", "backend": "docker", "containers": [
-        box("peer", cmd="exec python3 -m http.server 7077", ports=[{"container_port": 7077}]),
+        box("peer", cmd="trap 'exit 0' TERM; python3 -m http.server 7077 & wait", ports=[{"container_port": 7077}]),
         box("bridged", network_mode="bridge", env={"PEER": "@peer:7077"}, dependencies=["peer"]),
         box("hosted", network_mode="host", env={"PEER": "@peer:7077"}, dependencies=["peer"])]}
     code, body = server.call("POST", "appliance", spec)

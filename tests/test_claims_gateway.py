@@ -49,7 +49,8 @@ class Gateway:
     """A ``python -m jupyter_spark_appliance.livy`` process bound to ``host``, its log in ``log``."""
 
     def __init__(self, cluster: StandaloneCluster, workdir: Path, host: str, *extra: str):
-        self.host, self.port = host, allocate_port(host)
+        # Free on 127.0.0.1 for either host: a gateway on 127.0.0.2 is then alone on its port everywhere.
+        self.host, self.port = host, allocate_port("127.0.0.1")
         self.log = workdir / "gateway.log"
         with open(self.log, "ab") as out:
             args = ["--host", host] if host != "127.0.0.1" else []  # the default is the claim under test
