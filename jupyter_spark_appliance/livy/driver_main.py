@@ -66,6 +66,8 @@ class Replies:
             self.file.flush()
 
 
+CANCEL_GRACE_SECONDS = 2.0  # a cancelled statement's thread is interrupted only after this
+
 class Session:
     def __init__(self, sid: int, kind: str, spark: Any, replies: Replies, output_dir: str = ""):
         from pyspark.sql import SQLContext
@@ -176,6 +178,17 @@ class Session:
             self.spark.sparkContext.cancelJobGroup(self.group(stmt))
             if self.current_kind == "spark" and self.scala is not None:
                 self.scala.interrupt()
+            # A statement blocked in a Spark job ends with the job cancel. Interrupting its thread
+            # inside that py4j call as well breaks the call's connection, and PySpark then runs
+            # the rest of the action outside the job group: a job nobody cancels, whose pending
+            # tasks keep dynamic allocation asking for executors. So pure-Python code (which does
+            # not notice a job cancel) is interrupted only if the statement is still running.
+            timer = threading.Timer(CANCEL_GRACE_SECONDS, self._interrupt_if_still, (stmt,))
+            timer.daemon = True
+            timer.start()
+
+    def _interrupt_if_still(self, stmt: int) -> None:
+        if self.current == stmt:
             self.interrupt()
 
     def interrupt(self) -> None:
