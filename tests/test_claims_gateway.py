@@ -247,7 +247,5 @@ def test_max_batches_refuses_a_second_running_batch_with_a_429_naming_the_limit(
     third = requests.post(f"{g.url}/batches", json={"file": str(app)}, timeout=30)
     assert third.status_code == 201, third.text
     assert requests.delete(f"{g.url}/batches/{third.json()['id']}", timeout=60).json() == {"msg": "deleted"}
-    if msg != "too many batches running (limit 1: --max-batches)":
-        # Reported on issue #18 (livy/batches.py names the sessions' flag); everything else above holds.
-        pytest.xfail(f"the 429 names the wrong flag: {msg!r}")
+    assert msg == "too many batches running (limit 1: --max-batches)", msg
 

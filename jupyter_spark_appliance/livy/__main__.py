@@ -32,6 +32,10 @@ DEFAULT_CONF = {
     "spark.dynamicAllocation.shuffleTracking.enabled": "true",
     "spark.dynamicAllocation.minExecutors": "0",
     "spark.executor.memory": "512m",
+    # Explicit, as Spark asks (SPARK-30299): without it a standalone executor takes every free
+    # core of its worker and dynamic allocation over-asks, so one driver's idle executors hold
+    # the cores a worker added for another session's driver.
+    "spark.executor.cores": "1",
     "spark.driver.memory": "512m",
     "spark.ui.showConsoleProgress": "false",
     # Sessions sharing a driver share its executors fairly (each session is a pool),

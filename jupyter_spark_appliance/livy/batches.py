@@ -128,7 +128,7 @@ class BatchManager:
         request = validate_batch(body)
         running = [b for b in self.batches.values() if b.state not in FINAL_STATES]
         if self.max_batches and len(running) >= self.max_batches:
-            raise LivyError(429, f"too many batches running (limit {self.max_batches}: --max-sessions)")
+            raise LivyError(429, f"too many batches running (limit {self.max_batches}: --max-batches)")
         name = request.get("name")
         if name is not None and any(b.name == name for b in self.batches.values()):
             raise LivyError(400, f"Duplicate batch name: {name}")
