@@ -1,20 +1,28 @@
-"""Issue 19 end to end: a full cluster shows in the appliance's model, and one more worker ends the wait.
+"""Issue 19 end to end: a full cluster shows in the appliance's model, in a Sparkmagic cell, and one
+more worker ends the wait.
 
-Real JVMs: a 1-worker, 1-core appliance. One Livy session's long job holds the
-only core; a second session with other driver settings gets a driver of its
-own, whose statement can get no executor. The model's ``resources`` (asked of
-the gateway by the server) says so within seconds, with the gateway's
-message; the scale request the panel's and the widget's "Add a worker" button
-sends lets the waiting statement finish, and ``resources`` is no longer short.
+Real JVMs: a 1-worker, 1-core appliance whose Livy gives up on a statement after
+waiting 30 s for cluster resources (the template's ``resource_wait_limit``). One
+Livy session's long job holds the only core. A second session with other driver
+settings gets a driver of its own, whose statement can get no executor, and a
+real Sparkmagic ``pysparkkernel`` cell (a default session, on the busy driver)
+waits for the held core. The model's ``resources`` (asked of the gateway by the
+server) says so within seconds, with the gateway's message; both statements end
+with that message and the limit, which is what the Sparkmagic cell prints; the
+scale request the panel's and the widget's "Add a worker" button sends lets the
+statement run again and finish, and ``resources`` is no longer short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
+import sparkmagic
 
+from kernels import run_kernel_process
 from test_self_healing import livy_request
 
 pytestmark = pytest.mark.spark
@@ -32,8 +40,10 @@ async def until(check, what: str, timeout: float = 240):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api):
-    body = {"template": "spark-livy", "id": "full", "workers": 1, "worker_cores": 1, "connect": False}
+async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api, sparkmagic_conf_dir):
+    limit = 30
+    body = {"template": "spark-livy", "id": "full", "workers": 1, "worker_cores": 1, "connect": False,
+            "resource_wait_limit": limit}
     assert (await api.call("POST", "appliance", body))[0] == 201
     model = await api.wait_state("full", {"running", "failed"})
     assert model["state"] == "running", model["reason"]
@@ -46,32 +56,56 @@ async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api):
                     f"session {sid} idle")
         return sid
 
-    hog = await idle_session({"kind": "pyspark", "executorMemory": "512m"})
+    hog = await idle_session({"kind": "pyspark"})
     livy_request(f"{livy}/sessions/{hog}/statements", "POST",
-                 {"code": "sc.parallelize([0], 1).map(lambda x: __import__('time').sleep(600)).count()"}, auth)
+                 {"code": "sc.parallelize([0], 1).map(lambda x: __import__('time').sleep(900)).count()"}, auth)
+    await until(lambda: livy_request(f"{livy}/sessions/{hog}/statements/0", auth=auth)["progress"] == 0
+                and livy_request(f"{livy}/appliance/resources", auth=auth)["cores_free"] == 0,
+                "the long job to hold the only core")
     # Other driver settings: a driver of its own, which finds no free core.
     other = await idle_session({"kind": "pyspark", "executorMemory": "512m", "conf": {"spark.jsa.test": "other"}})
     waiting = livy_request(f"{livy}/sessions/{other}/statements", "POST", {"code": "spark.range(10).count()"}, auth)
+    # A notebook user meanwhile: Sparkmagic's own kernel, a default session on the busy driver.
+    cell = asyncio.create_task(run_kernel_process(
+        "pysparkkernel", ["spark.range(10).count()"], env={"SPARKMAGIC_CONF_DIR": str(sparkmagic_conf_dir)},
+        kernel_dirs=[os.path.join(os.path.dirname(sparkmagic.__file__), "kernels")]))
 
     async def short():
         _, m = await api.call("GET", "appliance/full")
         return m if (m.get("resources") or {}).get("short") else None
 
-    model = await until(short, "the model to say the appliance is short of cores", timeout=60)
+    model = await until(short, "the model to say the appliance is short of cores", timeout=limit)
     res = model["resources"]
     assert res["waiting_sessions"] >= 1 and res["cores_free"] == 0 and res["cores_total"] == 1, res
     assert "scale the workers" in res["message"], res
 
-    # What the "Add a worker" button does: one more worker; the waiting statement then runs.
+    def statement(sid: int, stmt: int):
+        st = livy_request(f"{livy}/sessions/{sid}/statements/{stmt}", auth=auth)
+        return st if st["state"] in ("available", "error", "cancelled") else None
+
+    # Past the limit the statement ends, as Livy's failed statements do, with the reason and what to do.
+    st = await until(lambda: statement(other, waiting["id"]), "the waiting statement to give up", timeout=4 * limit)
+    out = st["output"]
+    assert st["state"] == "available" and out["status"] == "error", st
+    assert out["ename"] == "ClusterResourcesUnavailable", out
+    assert out["evalue"].startswith("waiting for cluster resources: 0 of 1 core free"), out
+    assert f"Gave up after {limit} s" in out["evalue"] and "Add a worker" in out["evalue"], out
+    session_log = livy_request(f"{livy}/sessions/{other}/log", auth=auth)["log"]
+    assert f"statement {waiting['id']}: cancelled after waiting {limit} s for cluster resources" in session_log
+    # What the Sparkmagic cell printed: the same words (Sparkmagic prints an error's evalue).
+    printed = (await asyncio.wait_for(cell, 600))[0]
+    assert "waiting for a free core" in printed and "scale the workers" in printed, printed
+    assert f"Gave up after {limit} s" in printed, printed
+
+    # What the "Add a worker" button does: one more worker; the statement, run again, finishes.
     code, body = await api.call("PATCH", "appliance/full/container/spark-worker", {"instances": 2})
     assert code == 202, body
-
-    async def done():
-        st = livy_request(f"{livy}/sessions/{other}/statements/{waiting['id']}", auth=auth)
-        return st if st["state"] in ("available", "error") else None
-
-    st = await until(done, "the waiting statement to finish on the new worker", timeout=300)
-    assert st["output"]["status"] == "ok" and st["output"]["data"]["text/plain"] == "10", st
+    # The new core is free: the statements that gave up left no Spark job behind asking for it.
+    await until(lambda: (r := livy_request(f"{livy}/appliance/resources", auth=auth))["cores_total"] == 2
+                and r["cores_free"] >= 1, "the second worker's core to be free", timeout=120)
+    again = livy_request(f"{livy}/sessions/{other}/statements", "POST", {"code": "spark.range(10).count()"}, auth)
+    st = await until(lambda: statement(other, again["id"]), "the statement to run on the new worker", timeout=300)
+    assert st["output"]["status"] == "ok" and st["output"]["data"]["text/plain"] == "10", st["output"].get("evalue")
 
     async def not_short():
         _, m = await api.call("GET", "appliance/full")
