@@ -33,13 +33,14 @@ async def test_bad_specs_are_400_with_paths(api):
 
 async def test_the_local_backend_refuses_what_it_cannot_run(api):
     doc = json.loads(PIVOT_TEXT.replace('{ "container_port": 8080 }\n', '{ "container_port": 8080 },\n'))
-    doc["containers"].append({"id": "sparkmagic", "type": "service", "image": "heliumdatacommons/sparkmagic",
-                              "resources": {"cpus": 1, "mem": 2048}, "ports": [{"container_port": 8888}]})
+    # An image no role of the catalogue matches (the seed's sparkmagic one now has a role).
+    doc["containers"].append({"id": "rstudio", "type": "service", "image": "rocker/rstudio",
+                              "resources": {"cpus": 1, "mem": 2048}, "ports": [{"container_port": 8787}]})
     code, body = await api.call("POST", "appliance", doc)
     assert code == 400
     (problem,) = body["problems"]
     assert problem["path"] == "containers[3].image"
-    assert "cannot run 'heliumdatacommons/sparkmagic'" in problem["message"]
+    assert "cannot run 'rocker/rstudio'" in problem["message"]
     assert (await api.call("GET", "appliance"))[1] == {"appliances": []}
 
 

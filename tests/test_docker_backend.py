@@ -146,8 +146,9 @@ async def test_missing_user_image_fails_that_container_with_the_reason(api, engi
 
 
 async def test_privileged_is_refused_unless_allowed(api, engine):
+    # A user's image (the project's own never run privileged: their is_privileged is only a warning).
     spec = {"id": "priv", "backend": "docker", "containers": [
-        {"id": "x", "type": "service", "image": DEFAULT_IMAGES["spark-master"], "is_privileged": True,
+        {"id": "x", "type": "service", "image": "example/needs-privilege:1", "is_privileged": True,
          "resources": {"cpus": 1, "mem": 512}}]}
     code, body = await api.call("POST", "appliance", spec)
     assert code == 400 and body["problems"][0]["path"] == "containers[0].is_privileged"
