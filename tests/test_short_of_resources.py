@@ -3,10 +3,10 @@ more worker ends the wait.
 
 Real JVMs: a 1-worker, 1-core appliance whose Livy gives up on a statement after
 waiting 30 s for cluster resources (the template's ``resource_wait_limit``). One
-Livy session's long job holds the only core. A second session with other driver
-settings gets a driver of its own, whose statement can get no executor, and a
-real Sparkmagic ``pysparkkernel`` cell (a default session, on the busy driver)
-waits for the held core. The model's ``resources`` (asked of the gateway by the
+Livy session's long job, on a driver of its own, holds the only core. A second
+session with other driver settings gets another driver, whose statement can get no
+executor, and so does a real Sparkmagic ``pysparkkernel`` cell (a default
+session, on the gateway's warm driver). The model's ``resources`` (asked of the gateway by the
 server) says so within seconds, with the gateway's message; both statements end
 with that message and the limit, which is what the Sparkmagic cell prints; the
 scale request the panel's and the widget's "Add a worker" button sends lets the
@@ -56,7 +56,7 @@ async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api, spa
                     f"session {sid} idle")
         return sid
 
-    hog = await idle_session({"kind": "pyspark"})
+    hog = await idle_session({"kind": "pyspark", "conf": {"spark.jsa.test": "hog"}})  # a driver of its own
     livy_request(f"{livy}/sessions/{hog}/statements", "POST",
                  {"code": "sc.parallelize([0], 1).map(lambda x: __import__('time').sleep(900)).count()"}, auth)
     await until(lambda: livy_request(f"{livy}/sessions/{hog}/statements/0", auth=auth)["progress"] == 0
@@ -65,7 +65,7 @@ async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api, spa
     # Other driver settings: a driver of its own, which finds no free core.
     other = await idle_session({"kind": "pyspark", "executorMemory": "512m", "conf": {"spark.jsa.test": "other"}})
     waiting = livy_request(f"{livy}/sessions/{other}/statements", "POST", {"code": "spark.range(10).count()"}, auth)
-    # A notebook user meanwhile: Sparkmagic's own kernel, a default session on the busy driver.
+    # A notebook user meanwhile: Sparkmagic's own kernel, a default session, whose driver gets no executor either.
     cell = asyncio.create_task(run_kernel_process(
         "pysparkkernel", ["spark.range(10).count()"], env={"SPARKMAGIC_CONF_DIR": str(sparkmagic_conf_dir)},
         kernel_dirs=[os.path.join(os.path.dirname(sparkmagic.__file__), "kernels")]))
@@ -94,7 +94,7 @@ async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api, spa
     assert f"statement {waiting['id']}: cancelled after waiting {limit} s for cluster resources" in session_log
     # What the Sparkmagic cell printed: the same words (Sparkmagic prints an error's evalue).
     printed = (await asyncio.wait_for(cell, 600))[0]
-    assert "waiting for a free core" in printed and "scale the workers" in printed, printed
+    assert "waiting for cluster resources: 0 of 1 core free" in printed and "scale the workers" in printed, printed
     assert f"Gave up after {limit} s" in printed, printed
 
     # What the "Add a worker" button does: one more worker; the statement, run again, finishes.

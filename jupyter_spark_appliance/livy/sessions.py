@@ -672,8 +672,11 @@ class SessionManager:
                     session.log.append(f"statement {stmt.id}: {message}")
                     log.warning("session %d statement %d: %s", session.id, stmt.id, message)
                 limit = self.config.resource_wait_limit
-                if (for_cluster and limit > 0 and stmt.gave_up is None and stmt.state == "running"
-                        and stmt.waiting_since is not None and time.time() - stmt.waiting_since >= limit):
+                # Only a driver with no executor at all is given up on: one whose executors are
+                # busy with other sessions' statements works through them (FAIR pools), however long.
+                if (for_cluster and limit > 0 and not driver.executors and stmt.gave_up is None
+                        and stmt.state == "running" and stmt.waiting_since is not None
+                        and time.time() - stmt.waiting_since >= limit):
                     self._give_up(session, stmt, message, limit)
 
     def _give_up(self, session: Session, stmt: Statement, message: str, limit: float) -> None:
