@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -158,3 +160,17 @@ def sparkmagic_endpoint(credentials: dict[str, Any]) -> Any:
 
     livy = credentials["livy"]
     return Endpoint(livy["url"], Basic(Namespace(url=livy["url"], user=livy["username"], password=livy["password"])))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 512 KiB tmpfs (root only, as in CI; elsewhere it skips): its writes fail with ENOSPC for real."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -8,10 +8,6 @@ mount the tmpfs), as CI is; elsewhere it skips.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-
 import pytest
 
 from jupyter_spark_appliance.manager import ApplianceManager, StorageError, TooMany
@@ -19,19 +15,6 @@ from jupyter_spark_appliance.store import Store
 
 from fakes import FakeBackend, FakeMachine
 from test_orchestrator import SPEC, Clock, settle
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], check=True)
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(directory) -> None:

@@ -226,16 +226,23 @@ def _to_plain(value: Any) -> Any:
     return str(value)
 
 
-def _type_name(value: Any) -> str:
+def scalar_table_type(value: Any) -> str | None:
+    """Livy's table column type of a JSON scalar (None for a list or a map), for both languages' %table."""
+    if value is None:
+        return "NULL_TYPE"
     if isinstance(value, bool):
         return "BOOLEAN_TYPE"
     if isinstance(value, int):
         return "BIGINT_TYPE"
     if isinstance(value, float):
         return "DOUBLE_TYPE"
-    if value is None:
-        return "NULL_TYPE"
-    return "STRING_TYPE"
+    if isinstance(value, str):
+        return "STRING_TYPE"
+    return None
+
+
+def _type_name(value: Any) -> str:
+    return scalar_table_type(value) or "STRING_TYPE"
 
 
 def table_bundle(value: Any) -> dict[str, Any]:

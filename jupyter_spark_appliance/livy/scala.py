@@ -44,7 +44,7 @@ import re
 import threading
 from typing import Any
 
-from .repl import TABLE_MIME, ok_output, table_text
+from .repl import TABLE_MIME, ok_output, scalar_table_type, table_text
 
 BIND = ("@transient val spark = org.apache.spark.sql.SparkSession.getActiveSession.get\n"
         "@transient val sc = spark.sparkContext")
@@ -82,16 +82,9 @@ class TypesDoNotMatch(Exception):
 
 def table_type(value: Any) -> str:
     """Livy's convertTableType, on the value's JSON."""
-    if value is None:
-        return "NULL_TYPE"
-    if isinstance(value, bool):
-        return "BOOLEAN_TYPE"
-    if isinstance(value, int):
-        return "BIGINT_TYPE"
-    if isinstance(value, float):
-        return "DOUBLE_TYPE"
-    if isinstance(value, str):
-        return "STRING_TYPE"
+    scalar = scalar_table_type(value)
+    if scalar is not None:
+        return scalar
     items = list(value.values()) if isinstance(value, dict) else list(value)
     if len({table_type(v) for v in items}) > 1:
         raise TypesDoNotMatch
