@@ -188,7 +188,7 @@ SPARK_LIVY = Template(
         Parameter("worker_memory", "integer", 1024, "Memory each worker offers (MB)", minimum=256),
         Parameter("master_memory", "integer", 1024, "Memory of the master (MB)", minimum=128),
         Parameter("livy_memory", "integer", 2048, "Memory of the Livy endpoint (MB)", minimum=256),
-        Parameter("resource_wait_limit", "integer", 60,
+        Parameter("resource_wait_limit", "integer", 30,
                   "Seconds a Livy statement waits for cluster resources before it ends with an error "
                   "saying so (0: wait as long as it takes)", minimum=0, maximum=86400),
         Parameter("connect", "boolean", True, "Spark Connect server (sc://localhost:PORT, with a token)"),

@@ -90,10 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a running statement whose tasks wait this long with none running gets a notice "
                         "(its JSON's 'notice', and the session log when it waits for the cluster); default 3")
     p.add_argument("--resource-wait-limit", type=float,
-                   default=_env_seconds("LIVY_RESOURCE_WAIT_LIMIT", 60.0), metavar="SECONDS",
+                   default=_env_seconds("LIVY_RESOURCE_WAIT_LIMIT", 30.0), metavar="SECONDS",
                    help="a statement that waits this long for cluster resources (no executor, no free cores) "
                         "is cancelled and ends with an error saying so, which Sparkmagic shows; 0 = wait "
-                        "for as long as it takes (default: $LIVY_RESOURCE_WAIT_LIMIT, else 60)")
+                        "for as long as it takes (default: $LIVY_RESOURCE_WAIT_LIMIT, else 30)")
     p.add_argument("--idle-timeout", type=float, default=0, help="delete sessions idle this long (s); 0 = never")
     p.add_argument("--username", default=os.environ.get("LIVY_GATEWAY_USERNAME", ""),
                    help="enable Basic auth with this user; the password is read from $LIVY_GATEWAY_PASSWORD")
