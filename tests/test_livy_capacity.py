@@ -156,8 +156,9 @@ def test_a_starved_driver_says_so_and_runs_once_the_core_is_free(cluster, tmp_pa
     hold = ("import os, time\n"
             f"def hold(x):\n    while not os.path.exists({str(marker)!r}):\n        time.sleep(0.2)\n    return x\n"
             "sc.parallelize([1], 1).map(hold).count()")
+    # No wait limit: this is the wait-as-long-as-it-takes path (test_short_of_resources has the limit).
     with gateway(cluster, tmp_path, "--executor-idle-timeout", "2s", "--shuffle-idle-timeout", "2s",
-                 "--max-drivers", "2") as url:
+                 "--max-drivers", "2", "--resource-wait-limit", "0") as url:
         def get(path: str) -> dict:
             return requests.get(url + path).json()
 
