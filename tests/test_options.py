@@ -306,13 +306,13 @@ def labelled(engine: Any, app_id: str) -> tuple[list[Any], list[Any]]:
             engine.networks.list(filters={"label": label}))
 
 
-def sleeper(app_id: str, backend: str, **extra: Any) -> dict[str, Any]:
+def sleeper(app_id: str, backend: str, image: str = DEFAULT_IMAGES["spark-master"], **extra: Any) -> dict[str, Any]:
     """A one-container document that runs ``sleep`` in the project's image: a container costs nothing.
 
     Its shell ends on SIGTERM (as PID 1 it would ignore it), so a DELETE does not wait out the grace period.
     """
     return {"id": app_id, "backend": backend, "containers": [
-        {"id": "x", "type": "service", "image": DEFAULT_IMAGES["spark-master"],
+        {"id": "x", "type": "service", "image": image,
          "cmd": "trap 'exit 0' TERM; sleep 300 & wait",
          "resources": {"cpus": 0.5, "mem": 64}, **extra}]}
 
@@ -328,10 +328,19 @@ class TestAllowPrivileged:
         options = {"allow_privileged": True} if allow_privileged else {}
         return server_config(appliance_data_dir, **options)
 
-    async def test_privileged_containers_run_only_when_allowed(self, api: Api, engine: Any,
+    @pytest.fixture
+    def user_image(self, engine: Any) -> Iterator[str]:
+        """A user's image (the project's own never run privileged): the project's, tagged under another name."""
+        repository = f"jsa-test/{unique('user-image')}"
+        engine.images.get(DEFAULT_IMAGES["spark-master"]).tag(repository, "1")
+        yield f"{repository}:1"
+        engine.images.remove(f"{repository}:1", noprune=True)
+
+    async def test_privileged_containers_run_only_when_allowed(self, api: Api, engine: Any, user_image: str,
                                                               allow_privileged: bool) -> None:
         app_id = unique("priv")
-        code, body = await api.call("POST", "appliance", sleeper(app_id, "docker", is_privileged=True))
+        code, body = await api.call("POST", "appliance",
+                                    sleeper(app_id, "docker", image=user_image, is_privileged=True))
         try:
             if not allow_privileged:
                 assert code == 400, body

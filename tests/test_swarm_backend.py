@@ -213,12 +213,16 @@ async def test_spark_livy_on_a_single_node_swarm(api, engine, appliance_data_dir
 
 
 async def test_privileged_and_host_network_are_refused(api, engine):
+    # A user's image asking for privilege, and a project role's host network; a project role's own
+    # is_privileged is only a warning (it never runs privileged), so it is not among the problems.
     spec = {"id": "swpriv", "backend": "swarm", "containers": [
-        {"id": "x", "type": "service", "image": DEFAULT_IMAGES["spark-master"], "is_privileged": True,
+        {"id": "x", "type": "service", "image": "example/needs-privilege:1", "is_privileged": True,
+         "resources": {"cpus": 0.5, "mem": 256}},
+        {"id": "y", "type": "service", "image": DEFAULT_IMAGES["spark-master"], "is_privileged": True,
          "network_mode": "host", "resources": {"cpus": 0.5, "mem": 256}}]}
     code, body = await api.call("POST", "appliance", spec)
     assert code == 400
-    assert [p["path"] for p in body["problems"]] == ["containers[0].is_privileged", "containers[0].network_mode"]
+    assert [p["path"] for p in body["problems"]] == ["containers[0].is_privileged", "containers[1].network_mode"]
 
 
 async def test_a_task_that_cannot_be_placed_fails_with_swarms_reason(api, engine):

@@ -153,7 +153,9 @@ class SwarmBackend(Backend):
     def check(self, appliance: Appliance) -> list[Problem]:
         problems = []
         for i, c in enumerate(appliance.containers):
-            if c.is_privileged:
+            # A project role never runs privileged on any backend (the model notes it): only a
+            # user's image that asks for privilege is one Swarm cannot run.
+            if c.is_privileged and self.role_of(c) is None:
                 problems.append(Problem(f"containers[{i}].is_privileged",
                                         "Docker Swarm services cannot run privileged containers"))
             if c.network_mode == "host":
