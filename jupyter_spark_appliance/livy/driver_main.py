@@ -66,7 +66,7 @@ class Replies:
             self.file.flush()
 
 
-CANCEL_GRACE_SECONDS = 2.0  # a cancelled statement's thread is interrupted only after this
+CANCEL_RETRY_SECONDS = 0.5  # a cancelled statement's job group is cancelled again this often until it ends
 
 class Session:
     def __init__(self, sid: int, kind: str, spark: Any, replies: Replies, output_dir: str = ""):
@@ -175,21 +175,39 @@ class Session:
             return
         self.cancelled.add(stmt)
         if self.current == stmt:
-            self.spark.sparkContext.cancelJobGroup(self.group(stmt))
             if self.current_kind == "spark" and self.scala is not None:
                 self.scala.interrupt()
-            # A statement blocked in a Spark job ends with the job cancel. Interrupting its thread
-            # inside that py4j call as well breaks the call's connection, and PySpark then runs
-            # the rest of the action outside the job group: a job nobody cancels, whose pending
-            # tasks keep dynamic allocation asking for executors. So pure-Python code (which does
-            # not notice a job cancel) is interrupted only if the statement is still running.
-            timer = threading.Timer(CANCEL_GRACE_SECONDS, self._interrupt_if_still, (stmt,))
-            timer.daemon = True
-            timer.start()
+            threading.Thread(target=self._cancel_until_done, args=(stmt,), name=f"cancel-{self.sid}-{stmt}",
+                             daemon=True).start()
 
-    def _interrupt_if_still(self, stmt: int) -> None:
-        if self.current == stmt:
-            self.interrupt()
+    def _cancel_until_done(self, stmt: int) -> None:
+        """Cancel the statement's job group until the statement ends; interrupt it only outside the JVM.
+
+        A cancel can arrive while the statement is still planning its job (a
+        DataFrame's ``.rdd``, say): the job group has no job yet, so the group is
+        cancelled again until the statement is over. Interrupting the thread
+        while it waits in a py4j call would abandon the call and let PySpark
+        finish the action outside the job group, as a job nobody cancels whose
+        pending tasks keep dynamic allocation holding cores; so pure-Python
+        code (which does not notice a job cancel) is interrupted only when no
+        py4j call is on its stack.
+        """
+        while self.current == stmt:
+            try:
+                self.spark.sparkContext.cancelJobGroup(self.group(stmt))
+            except Exception:  # noqa: BLE001 - the context is stopping: the statement ends with it
+                return
+            if not self._in_jvm_call():
+                self.interrupt()
+            time.sleep(CANCEL_RETRY_SECONDS)
+
+    def _in_jvm_call(self) -> bool:
+        frame = sys._current_frames().get(self.thread.ident or -1)
+        while frame is not None:
+            if f"{os.sep}py4j{os.sep}" in frame.f_code.co_filename:
+                return True
+            frame = frame.f_back
+        return False
 
     def interrupt(self) -> None:
         # Pure-Python code does not notice a job cancel: interrupt the thread too, but only
