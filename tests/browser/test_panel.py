@@ -30,7 +30,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
 
 
-def start_lab(tmp_path_factory, base_url: str = "/", cds_dir: Path | None = None):
+def start_lab(tmp_path_factory, base_url: str = "/", cds_dir: Path | None = None,
+              env_extra: dict[str, str] | None = None):
     """A real `jupyter lab` on 127.0.0.1 (at ``base_url``, as JupyterHub gives one), until the generator ends."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("JSA_REQUIRE_BROWSER") == "1":
@@ -56,7 +57,8 @@ def start_lab(tmp_path_factory, base_url: str = "/", cds_dir: Path | None = None
         (data / "labextensions").mkdir(parents=True)
         (data / "labextensions" / "jupyter-spark-appliance").symlink_to(built, target_is_directory=True)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_DATA_DIR": str(data),
-           "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "SPARKMAGIC_CONF_DIR": str(tmp / "sparkmagic")}
+           "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "SPARKMAGIC_CONF_DIR": str(tmp / "sparkmagic"),
+           **(env_extra or {})}
     log = open(tmp / "lab.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--allow-root", "--no-browser", "--ip=127.0.0.1",
                              f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
@@ -162,14 +164,19 @@ def test_launch_watch_scale_stop(lab, page):
     page.locator(".jp-SparkAppliance-graph svg").wait_for()
     shot(page, "panel-running.png")
 
-    # Slide to 2 workers: scales on release, then both show running.
-    card.locator(".jp-SparkAppliance-slider").fill("2")
+    # Slide to 2 workers: scales on release, disabled while the change is in flight, then both show running.
+    slider = card.locator(".jp-SparkAppliance-slider")
+    slider.fill("2")
+    assert slider.is_disabled()  # the release's change event sends the PATCH and disables it at once
     worker = card.locator('.jp-SparkAppliance-container[data-container-id="spark-worker"]')
     page.wait_for_function(
         """() => { const w = document.querySelector(
                      '[data-appliance-id="spark-livy"] [data-container-id="spark-worker"]');
                    return w && w.dataset.state === 'running' && w.textContent.includes('2/2'); }""",
         timeout=240_000)
+    page.wait_for_function("() => !document.querySelector('[data-appliance-id=\"spark-livy\"] "
+                           ".jp-SparkAppliance-slider').disabled", timeout=30_000)
+    assert slider.input_value() == "2"
     model = rest(lab, "appliance/spark-livy")
     workers = next(c for c in model["containers"] if c["id"] == "spark-worker")
     assert [i["state"] for i in workers["instance_states"]] == ["running", "running"]
@@ -374,7 +381,9 @@ ALICE = "/user/alice/"
 
 @pytest.fixture(scope="module")
 def alice_lab(tmp_path_factory, shared_cds_dir):
-    yield from start_lab(tmp_path_factory, ALICE, cds_dir=shared_cds_dir)
+    # Alice's server has no Docker engine to talk to (a socket nobody listens on): the panel says so.
+    yield from start_lab(tmp_path_factory, ALICE, cds_dir=shared_cds_dir,
+                         env_extra={"DOCKER_HOST": f"unix://{tmp_path_factory.getbasetemp()}/no-docker.sock"})
 
 
 def call(lab, method: str, path: str, **kwargs) -> requests.Response:
@@ -411,6 +420,13 @@ def test_spark_ui_in_lab_tabs_under_a_base_url(alice_lab, tmp_path):
             wait_for_panel(page)
             page.locator(".jp-SparkAppliance-launch").click()
             form = page.locator(".jp-SparkAppliance-form")
+            # No engine: the form offers docker and swarm as unavailable, with the server's reason as the tip.
+            for name in ("docker", "swarm"):
+                option = form.locator(f'select[name="backend"] option[value="{name}"]')
+                assert option.inner_text() == f"{name} (unavailable)" and option.is_disabled()
+                reason = rest(lab, "templates")["backends"]
+                assert option.get_attribute("title") == next(b["reason"] for b in reason if b["name"] == name)
+                assert option.get_attribute("title")
             form.locator('select[name="backend"]').select_option("local")
             form.locator('input[name="workers"]').fill("1")
             assert form.locator('input[name="connect"]').is_checked()  # Spark Connect: on by default
