@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 import pytest
 from jupyter_server.auth.authorizer import Authorizer
+from test_disk_full import fill
 from test_options import container, listening, processes_under, server_config, unique, wait_for
 
 from jupyter_spark_appliance.backends.docker import LABEL
@@ -409,13 +410,7 @@ class TestFullDisk:
 
     async def test_a_launch_on_a_full_disk_is_507_and_starts_nothing(self, api: Api, tiny_disk: Path) -> None:
         assert await api.call("GET", "appliance") == (200, {"appliances": []})  # the server has started
-        with open(tiny_disk / "ballast", "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        fill(tiny_disk)
         code, body = await api.call("POST", "appliance", master_spec("full"))
         assert code == 507, body
         assert body["message"].startswith(f"cannot write the appliance's record in {tiny_disk / 'appliances'}: "), body
@@ -423,7 +418,8 @@ class TestFullDisk:
         assert await api.call("GET", "appliance") == (200, {"appliances": []})
         assert processes_under(tiny_disk) == []
         # Room again: the same id launches (nothing of the failed try holds it); stopped at once.
-        (tiny_disk / "ballast").unlink()
+        for ballast in tiny_disk.glob("ballast*"):
+            ballast.unlink()
         code, body = await api.call("POST", "appliance", master_spec("full"))
         assert code == 201, body
         assert (await api.call("DELETE", "appliance/full"))[0] == 204
