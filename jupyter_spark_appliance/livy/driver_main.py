@@ -52,6 +52,7 @@ from .scala import ScalaInterpreter
 SQL_ROW_LIMIT = 1000
 MONITOR_INTERVAL = 0.5
 COMPLETION_THREADS = 2  # completions at once per driver (each a py4j connection when it reaches the JVM)
+CANCEL_RETRY_SECONDS = 0.5  # a cancelled statement's job group is cancelled again this often until it ends
 
 
 class Replies:
@@ -65,8 +66,6 @@ class Replies:
             self.file.write(line + "\n")
             self.file.flush()
 
-
-CANCEL_RETRY_SECONDS = 0.5  # a cancelled statement's job group is cancelled again this often until it ends
 
 class Session:
     def __init__(self, sid: int, kind: str, spark: Any, replies: Replies, output_dir: str = ""):

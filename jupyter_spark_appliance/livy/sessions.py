@@ -213,6 +213,15 @@ class GatewayConfig:
     resource_wait_limit: float = 0.0
 
 
+def supported_kind(kind: Any, what: str) -> str:
+    """A statement's or a completion's kind, as the driver names it (python -> pyspark, scala -> spark)."""
+    if not isinstance(kind, str):
+        raise LivyError(400, f"kind: must be a string ({KINDS_TEXT})")
+    if kind not in SUPPORTED_KINDS:
+        raise LivyError(400, f"{what} {kind[:100]!r} is not supported: use {KINDS_TEXT}")
+    return SUPPORTED_KINDS[kind]
+
+
 def memory_mb(value: str | None, default_mb: int) -> int:
     """A JVM memory size as Spark reads spark.*.memory (a bare number is MiB)."""
     if not value:
@@ -781,11 +790,7 @@ class SessionManager:
             raise LivyError(400, "code: a string is required")
         kind = body.get("kind")
         if kind is not None:
-            if not isinstance(kind, str):
-                raise LivyError(400, f"kind: must be a string ({KINDS_TEXT})")
-            if kind in UNSUPPORTED_KINDS or kind not in SUPPORTED_KINDS:
-                raise LivyError(400, f"statement kind {kind[:100]!r} is not supported: use {KINDS_TEXT}")
-            kind = SUPPORTED_KINDS[kind]
+            kind = supported_kind(kind, "statement kind")
         if session.state in FINAL_SESSION_STATES:
             raise LivyError(400, f"Session is in state {session.state}")
         stmt_id = session.statements[-1].id + 1 if session.statements else 0
@@ -810,12 +815,7 @@ class SessionManager:
         if not isinstance(code, str):
             raise LivyError(400, "code: a string is required")
         kind = body.get("kind")
-        if kind is None:
-            kind = session.kind
-        elif not isinstance(kind, str):
-            raise LivyError(400, f"kind: must be a string ({KINDS_TEXT})")
-        elif kind in UNSUPPORTED_KINDS or kind not in SUPPORTED_KINDS:
-            raise LivyError(400, f"kind: {kind[:100]!r} is not supported: use {KINDS_TEXT}")
+        kind = session.kind if kind is None else supported_kind(kind, "kind:")
         length = len(code.encode("utf-16-le", "surrogatepass")) // 2
         cursor = body.get("cursor", length)
         if isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= length:
@@ -828,7 +828,7 @@ class SessionManager:
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._completions[number] = (session.driver, future)
         session.driver.send(op="complete", sid=session.id, request=number, code=code,
-                            kind=SUPPORTED_KINDS[kind], cursor=cursor)
+                            kind=kind, cursor=cursor)
         try:
             return await asyncio.wait_for(future, self.completion_timeout)
         except asyncio.TimeoutError:
