@@ -31,8 +31,9 @@ async def test_pysparkkernel_runs_spark_on_the_appliance(api, sparkmagic_conf_di
         env={"SPARKMAGIC_CONF_DIR": str(sparkmagic_conf_dir)},
         kernel_dirs=[os.path.join(os.path.dirname(sparkmagic.__file__), "kernels")],
     )
-    assert "1000" in outputs[0], outputs[0]
-    assert "285" in outputs[1], outputs[1]
+    # Exactly the values, each its cell's last line (before it: the session's start, Spark's progress widget).
+    assert outputs[0].strip().splitlines()[-1] == "1000", outputs
+    assert outputs[1].strip().splitlines()[-1] == "285", outputs
     # Sparkmagic's Scala kernel, through the credentials the extension wrote for it (issue 14 item 1).
     assert config["kernel_scala_credentials"]["url"] == model["links"]["livy"]
     scala = await run_kernel_process(
