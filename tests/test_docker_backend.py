@@ -7,6 +7,7 @@ elsewhere these tests skip when no engine answers, unless JSA_REQUIRE_DOCKER=1.
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,6 +20,7 @@ from jupyter_spark_appliance.backends.docker import (
     owner_tag,
 )
 from jupyter_spark_appliance.manager import ApplianceManager
+from jupyter_spark_appliance.spark.probes import http2_answers
 from jupyter_spark_appliance.spark.standalone import alive_workers
 from jupyter_spark_appliance.store import Store
 from jupyter_spark_appliance.templates import DEFAULT_IMAGES
@@ -70,6 +72,10 @@ async def test_spark_livy_on_docker(api, engine, appliance_data_dir, owner):
     model = await api.wait_state("dock", {"running", "failed"}, timeout=400)
     assert model["state"] == "running", model["reason"]
     assert model["backend"] == "docker" and alive(model) == 1
+    # Running means its Spark Connect server answers gRPC, not only that Docker's proxy
+    # accepts on the published port (it does before anything in the container listens).
+    connect = urlsplit(model["links"]["connect"])
+    assert http2_answers(connect.hostname, connect.port)
 
     containers, networks = ours(engine, "dock")
     assert sorted(c.name for c in containers) == sorted(named(owner, "dock", c["id"]) for c in model["containers"])

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
+from ..spark.processes import set_priority
 
 log = logging.getLogger(__name__)
 
@@ -190,22 +190,7 @@ class DriverProcess:
         self.on_event(self, event)
 
     def _set_priority(self, value: int) -> None:
-        """Set the niceness of every thread of the driver and its JVM (Linux: per thread)."""
-        try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root] + root.children(recursive=True)
-        except psutil.Error:
-            return
-        for proc in procs:
-            try:
-                tids = [t.id for t in proc.threads()]
-            except psutil.Error:
-                continue
-            for tid in tids:
-                try:
-                    os.setpriority(os.PRIO_PROCESS, tid, value)
-                except OSError:
-                    pass  # lowering niceness needs privileges: then it stays nice
+        set_priority(self.proc.pid, value)
 
     def _write_line(self, line: str) -> None:
         if self.proc.stdin is None:

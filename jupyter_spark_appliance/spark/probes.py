@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -42,3 +43,33 @@ async def livy_answers(url: str) -> bool:
 
 async def ports_accept(host: str, ports: Iterable[int]) -> bool:
     return all([await asyncio.to_thread(port_accepts, host, p) for p in ports])
+
+
+#: What an HTTP/2 client sends first: the connection preface and an empty SETTINGS frame.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4
+
+
+def http2_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """A gRPC server (Spark Connect) is listening there: it answers an HTTP/2 preface with its SETTINGS.
+
+    A TCP connect alone is not enough: Docker's userland proxy accepts on a published
+    port before anything in the container listens, then closes the connection.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(HTTP2_PREFACE)
+            header = b""
+            while len(header) < 9:
+                chunk = s.recv(9 - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+    except OSError:
+        return False
+    return header[3] == HTTP2_SETTINGS
+
+
+async def grpc_answers(host: str, port: int) -> bool:
+    return await asyncio.to_thread(http2_answers, host, port)

@@ -1,4 +1,4 @@
-"""Stopping a process together with what it started (its process group).
+"""Stopping a process together with what it started (its process group), and its priority.
 
 A Spark daemon starts other JVMs (a worker its executors, spark-class a JVM
 that replaces it), so stopping just one pid would leave the rest behind.
@@ -88,3 +88,28 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def set_priority(pid: int, value: int) -> None:
+    """Set the niceness of ``pid``, its descendants and every thread of each (Linux: niceness is per thread).
+
+    Used to start a JVM that the user does not wait for first (the gateway's warm driver,
+    the Spark Connect server) behind the ones they do, and to give it back a normal
+    priority once it is ready. Lowering niceness needs privileges: without them the
+    process simply stays nice.
+    """
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return
+    for proc in procs:
+        try:
+            tids = [t.id for t in proc.threads()]
+        except psutil.Error:
+            continue
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, value)
+            except OSError:
+                pass

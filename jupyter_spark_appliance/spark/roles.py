@@ -23,8 +23,9 @@ from ..credentials import notebook_token
 from ..references import find_references
 from ..spec import Container
 from ..ui import UI_PREFIX_ENV, usable_prefix
+from .cds import ClassDataSharing, spark_app_conf
 from .httpjson import get_status
-from .probes import livy_answers, master_alive, ports_accept, worker_alive
+from .probes import grpc_answers, livy_answers, master_alive, worker_alive
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -100,6 +101,9 @@ class Role:
     cds_role: str | None = None  # its JVM's class-data-sharing archive
     needs_master: bool = False  # args[0] is the master's address (PIVOT's image convention)
     restart_with_master: bool = False  # its state lives in the master: restart it when the master restarts
+    # Niceness until it is ready (local backend): a process nobody waits for first starts
+    # behind the ones a launch waits for (the master, workers and Livy), on the same cores.
+    start_nice: int = 0
     # env variable -> container port: a bare ``@id`` there means that container's port (PIVOT's
     # images append it themselves; a local backend moves ports, so the reference must carry it)
     env_ports: Mapping[str, int] = field(default_factory=dict)
@@ -283,6 +287,8 @@ def _connect(ctx: LaunchContext) -> Command:
         "spark.dynamicAllocation.shuffleTracking.timeout": "30s",
         "spark.ui.showConsoleProgress": "false",
         **reverse_proxy_conf(ctx),
+        # Its driver and executors are an application's like the gateway's: they start from the same archives.
+        **(spark_app_conf(ClassDataSharing(ctx.cds_dir), ctx.spark_home) if ctx.cds_dir is not None else {}),
     }
     argv = [ctx.python, "-m", "jupyter_spark_appliance.spark.connect_server", "--spark-home", str(ctx.spark_home),
             "--master", master_url(ctx.args[0]), "--properties-file", str(ctx.work_dir / "connect.properties")]
@@ -364,7 +370,7 @@ async def _livy_ready(p: ProbeContext) -> bool:
 
 
 async def _connect_ready(p: ProbeContext) -> bool:
-    return await ports_accept(p.host, [p.ports[CONNECT_PORT]])
+    return await grpc_answers(p.host, p.ports[CONNECT_PORT])
 
 
 SPARK_MASTER = Role(
@@ -389,7 +395,7 @@ SPARK_CONNECT = Role(
     name="spark-connect", title="Spark Connect",
     ports=(RolePort(CONNECT_PORT, "connect", "Spark Connect", scheme="sc"),),
     command=_connect, probe=_connect_ready, probe_port=CONNECT_PORT,
-    ready_line=b"Spark Connect server started at", needs_master=True, restart_with_master=True,
+    ready_line=b"Spark Connect server started at", needs_master=True, restart_with_master=True, start_nice=10,
 )
 
 SPARKMAGIC = Role(
