@@ -290,6 +290,10 @@ def detail_tables(r: dict[str, Any], repeat: int, md: bool) -> list[str]:
                 render(["figure", "seconds"], [
                     ["PATCH 1 -> 2 workers -> ALIVE in the master", f(sw["one_extra"])],
                     [f"PATCH 1 -> {int(sw['n'])} workers -> all ALIVE in the master", f(sw["to_n"])],
+                    [f"CPU seconds the {int(sw['to_n_cpu_workers'])} new worker JVMs used until ALIVE (one extra: "
+                     f"{sw['one_cpu']:.2f})", f(sw["to_n_cpu"])],
+                    [f"CPU floor: those CPU seconds / {int(sw['cores'])} cores "
+                     f"({ratio(sw['cpu_floor'], sw['one_extra'])}x one extra worker)", f(sw["cpu_floor"])],
                 ], md), ""]
     for part, a, b in (("docker", "docker", "local"), ("swarm", "swarm", "docker")):
         if part in r:
@@ -434,7 +438,7 @@ def main() -> None:
             "connect": lambda: measure_connect(session, base, data, repeat),
             "many": lambda: measure_many_appliance(session, base, data, alone_runs),
             "scala": lambda: measure_scala_appliance(session, base, data),
-            "scale": lambda: measure_scale(session, base, 8, 512, settle=2.0 if args.quick else 5.0),
+            "scale": lambda: measure_scale(session, base, 8, 512, settle=2.0 if args.quick else 5.0, data_dir=data),
             "docker": lambda: measure_docker(session, base, repeat),
             "swarm": lambda: measure_swarm(session, base, repeat),
         }
