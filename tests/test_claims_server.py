@@ -21,6 +21,7 @@ import psutil
 import pytest
 from jupyter_server.auth.authorizer import Authorizer
 from test_disk_full import fill
+from test_log_rotation import poke
 from test_options import container, listening, processes_under, server_config, unique, wait_for
 
 from jupyter_spark_appliance.backends.docker import LABEL
@@ -125,11 +126,15 @@ def linked_spark_home(tmp_path: Path) -> Path:
     return link
 
 
+ROTATE_AT = 8192  # above what a master logs as it starts (about 2 KB), so its ready line is read before a rotation
+
+
 @pytest.mark.spark
 class TestOneMasterJvm:
     @pytest.fixture
     def jp_server_config(self, appliance_data_dir: Path, linked_spark_home: Path) -> dict[str, Any]:
-        return server_config(appliance_data_dir, spark_home=str(linked_spark_home), bind_host="0.0.0.0")
+        return server_config(appliance_data_dir, spark_home=str(linked_spark_home), bind_host="0.0.0.0",
+                             log_max_bytes=ROTATE_AT, log_backups=0)
 
     async def test_spark_home_all_addresses_events_listing_failure_reason_and_status(
             self, api: Api, jp_fetch: Any, jp_serverapp: Any, jp_base_url: str, appliance_data_dir: Path,
@@ -174,6 +179,21 @@ class TestOneMasterJvm:
             assert model["links"]["spark-ui"] == f"http://127.0.0.1:{ui_port}"
             status = await asyncio.to_thread(master_status, model["links"]["spark-ui"])
             assert status is not None and status["status"] == "ALIVE", status
+
+            # log_backups = 0: a rotation keeps no copy. Once the master has logged more than log_max_bytes
+            # (made to, on its RPC port), its log starts over and nothing is beside it.
+            log = appliance_data_dir / app_id / "logs" / "spark-master-0.log"
+            assert b"New state: ALIVE" in log.read_bytes() and log.stat().st_size < ROTATE_AT, log.stat()
+            rpc = next(e["host_port"] for e in endpoints if e["container_port"] == 7077)
+
+            async def rotated() -> bool:
+                if b"New state: ALIVE" not in log.read_bytes():
+                    return True
+                await asyncio.to_thread(poke, rpc)
+                return False
+
+            await wait_for("the master's log to be rotated", rotated, timeout=60)
+            assert [p.name for p in log.parent.iterdir() if p.name.startswith(log.name)] == [log.name]
 
             # GET appliance lists both, each in the state its own GET shows.
             code, listed = await api.call("GET", "appliance")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -161,8 +162,18 @@ def jp_server_config(appliance_data_dir):
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_spark_appliance": True}},
         "SparkApplianceApp": {"data_dir": str(appliance_data_dir), "start_timeout": 240.0,
-                              "log_max_bytes": CAP, "log_backups": 2},
+                              "log_max_bytes": CAP, "log_backups": BACKUPS},
     }
+
+
+BACKUPS = 1  # not the default (2): a server that ignored the option would keep a .2 after the second rotation
+
+
+def poke(port: int) -> None:
+    """Make a running master write about 1.8 KB to its log: bytes that are no Spark RPC frame on its
+    RPC port, which it logs as a warning with a stack trace ("Exception in connection from ...")."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"\xff" * 64)
 
 
 @pytest.mark.spark
@@ -182,7 +193,16 @@ async def test_a_local_instance_log_is_rotated_and_the_logs_route_still_reads_it
         while not (backup_path(log, 1).exists() and log.stat().st_size <= CAP):
             assert time.monotonic() < deadline, f"not rotated: {log.stat().st_size} bytes, {backups(log)}"
             await asyncio.sleep(0.2)
-        assert set(backups(log)) <= {"spark-master-0.log.1", "spark-master-0.log.2"}
+        # A second rotation: the master writes more than the cap again; log_backups = 1 keeps only the newest copy.
+        first = backup_path(log, 1).read_bytes()
+        rpc = next(e["host_port"] for e in model["containers"][0]["endpoints"] if e["container_port"] == 7077)
+        deadline = time.monotonic() + 60
+        while backup_path(log, 1).read_bytes() == first or log.stat().st_size > CAP:
+            assert time.monotonic() < deadline, f"not rotated again: {log.stat().st_size} bytes, {backups(log)}"
+            if log.stat().st_size <= CAP:
+                await asyncio.to_thread(poke, rpc)
+            await asyncio.sleep(0.5)
+        assert backups(log) == ["spark-master-0.log.1"]
         for path in (log, backup_path(log, 1)):
             assert b"\0" not in path.read_bytes()
         code, logs = await api.call("GET", "appliance/rot/container/spark-master/logs", tail=50)
