@@ -19,6 +19,7 @@ import pytest
 import requests
 import sparkmagic
 
+from jupyter_spark_appliance.livy.driver_main import SPARE_READY
 from jupyter_spark_appliance.spark.standalone import start_cluster
 
 from kernels import run_kernel_process
@@ -130,6 +131,14 @@ def test_scala_outputs_errors_and_isolation(gateway):
     assert sql["data"] == [[2]] and [f["name"] for f in sql["schema"]["fields"]] == ["two"]
 
     # Another Scala session on the same driver: its own definitions, its own SparkSession.
+    # It is the one the driver made ahead once `a` had opened (its interpreter and all).
+    def driver_log() -> list[str]:
+        return requests.get(f"{gateway}/sessions/{a}/log", params={"from": 0, "size": 100000}).json()["log"]
+
+    deadline = time.monotonic() + 120
+    while not any(SPARE_READY in line for line in driver_log()):
+        assert time.monotonic() < deadline, driver_log()[-30:]
+        time.sleep(0.5)
     b = scala_session(gateway)
     assert wait_session(gateway, a)["appId"] == wait_session(gateway, b)["appId"]
     assert text(run_statement(gateway, a, 'spark.conf.set("livy.test", "a"); spark.conf.get("livy.test")')) \
