@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -133,11 +134,20 @@ async def test_cell_magic_launches_the_cells_appliance(api, kernel_env):
         "%load_ext jupyter_spark_appliance",
         f"%%spark_appliance up\n{spec}",
         "%spark_appliance endpoints",
-        "%spark_appliance logs spark-master --tail 5",
+        "%spark_appliance logs spark-master --tail 3",
+        "%spark_appliance logs spark-master --tail 200",
         "%spark_appliance down",
     ], env=kernel_env)
     assert "spark-master:running" in out[1], out[1]
     assert "spark-master[0] spark-ui 127.0.0.1:" in out[2] and "(container port 8080/tcp) http://127.0.0.1:" in out[2]
-    assert "==> spark-master-0 (running) <==" in out[3]
-    assert "from-cell stopped and removed" in out[4]
+    # `logs`: the magic's header, then the master JVM's own lines: the last N of them with --tail N.
+    short, long = ([line for line in text.splitlines() if line.strip()] for text in out[3:5])
+    assert short[0] == long[0] == "==> spark-master-0 (running) <==", out[3:5]
+    assert len(short) - 1 == 3 < len(long) - 1, out[3:5]  # the log has more than 3 lines: --tail 3 gives 3
+    assert any(long[i:i + 3] == short[1:] for i in range(1, len(long) - 2)), out[3:5]  # ... the last 3, read first
+    rpc = re.search(r"spark-master\[0\] \S* ?127\.0\.0\.1:(\d+) \(container port 7077/tcp\)", out[2])
+    assert rpc, out[2]
+    assert any(f"Starting Spark master at spark://127.0.0.1:{rpc.group(1)}" in line for line in long), out[4]
+    assert any("I have been elected leader! New state: ALIVE" in line for line in long), out[4]
+    assert "from-cell stopped and removed" in out[5]
     assert (await api.call("GET", "appliance/from-cell"))[0] == 404
