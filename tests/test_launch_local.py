@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from xml.etree import ElementTree
 
 import psutil
 import pytest
@@ -39,6 +41,46 @@ def alive(model: dict) -> int:
 
 def container(model: dict, cid: str) -> dict:
     return next(c for c in model["containers"] if c["id"] == cid)
+
+
+def graph_of(page: str) -> tuple[dict[str, dict[str, str]], set[tuple[str, str]]]:
+    """What a dependency graph's SVG (in ``page``) shows: per node, its name, state, state line and colour;
+    and each arrow as (dependant, dependency), read from where it is drawn: it starts on the dependency's
+    right edge and its head ends on the dependant's left edge."""
+    found = re.search(r"<svg[\s\S]*</svg>", page)
+    assert found, page[:2000]
+    root = ElementTree.fromstring(found.group(0))
+
+    def tag(element: ElementTree.Element) -> str:
+        return element.tag.rsplit("}", 1)[-1]
+
+    nodes: dict[str, dict[str, str]] = {}
+    boxes: dict[str, tuple[float, float, float, float]] = {}
+    for g in (e for e in root.iter() if tag(e) == "g"):
+        rect = next(e for e in g if tag(e) == "rect")
+        name, status = (e for e in g if tag(e) == "text")
+        nodes[g.get("data-container", "")] = {"name": name.text or "", "state": g.get("data-state", ""),
+                                              "text": status.text or "", "stroke": rect.get("stroke", ""),
+                                              "colour": status.get("fill", "")}
+        boxes[g.get("data-container", "")] = tuple(float(rect.get(k, "nan")) for k in ("x", "y", "width", "height"))
+
+    def node_at(x: float, y: float, right_edge: bool) -> str:
+        hits = [cid for cid, (bx, by, bw, bh) in boxes.items()
+                if (bx + bw if right_edge else bx) == x and by <= y <= by + bh]
+        assert len(hits) == 1, (x, y, boxes)
+        return hits[0]
+
+    edges = set()
+    for line in (e for e in root.iter() if tag(e) == "line"):
+        assert line.get("marker-end") == "url(#arrow)", line.attrib
+        dependency = node_at(float(line.get("x1", "nan")), float(line.get("y1", "nan")), right_edge=True)
+        dependant = node_at(float(line.get("x2", "nan")), float(line.get("y2", "nan")), right_edge=False)
+        edges.add((dependant, dependency))
+    return nodes, edges
+
+
+RUNNING_GREEN = "#2e7d32"  # the graph's colour of a running container (graph_view.STATE_COLOURS)
+SPARK_LIVY_EDGES = {("livy", "spark-master"), ("spark-worker", "spark-master"), ("spark-connect", "spark-master")}
 
 
 async def wait_until(predicate, timeout: float = 240, what: str = "condition"):
@@ -71,6 +113,17 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
         for ep in c["endpoints"]:
             assert ep["host"] == "127.0.0.1" and ep["protocol"] == "tcp" and ep["host_port"] > 0
 
+    # The dependency graph page: one node per container with its live state, an arrow from each
+    # container's dependency to it.
+    code, page = await api.call("GET", "appliance/spark-livy/ui")
+    assert code == 200 and "<h3>spark-livy: running</h3>" in page, page[:2000]
+    nodes, edges = graph_of(page)
+    assert {cid: (n["name"], n["state"], n["text"]) for cid, n in nodes.items()} == {
+        cid: (cid, "running", "running · 1/1 running") for cid in ("spark-master", "livy", "spark-worker",
+                                                                  "spark-connect")}
+    assert {(n["stroke"], n["colour"]) for n in nodes.values()} == {(RUNNING_GREEN, RUNNING_GREEN)}
+    assert edges == SPARK_LIVY_EDGES
+
     # Sparkmagic now points at our Livy, the user's other keys intact, the old file backed up.
     livy = model["links"]["livy"]
     written = json.loads((sparkmagic_conf_dir / "config.json").read_text())
@@ -101,6 +154,8 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
 
     model = await wait_until(lambda: n_alive(3), what="3 ALIVE workers")
     assert len(container(model, "spark-worker")["instance_states"]) == 3
+    nodes, edges = graph_of((await api.call("GET", "appliance/spark-livy/ui"))[1])  # live: the new count
+    assert nodes["spark-worker"]["text"] == "running · 3/3 running" and edges == SPARK_LIVY_EDGES
     code, _ = await api.call("PATCH", "appliance/spark-livy/container/spark-worker", {"instances": 1})
     assert code == 202
     model = await wait_until(lambda: n_alive(1), what="1 ALIVE worker")
@@ -204,6 +259,15 @@ async def test_failed_launch_cleans_up_and_reports(api, jp_fetch, appliance_data
     assert "exited with code 1" in model["reason"]  # with the JVM's own words after it
     assert container(model, "spark-worker")["state"] in ("killed", "submitted")
     assert all(gone(p) for p in record_pids(appliance_data_dir, model["id"]))
+    # The graph shows each container's own state, in its colour (failed red), the worker's arrow from the master.
+    code, page = await api.call("GET", "appliance/broken/ui")
+    assert code == 200 and "<h3>broken: failed</h3>" in page, page[:2000]
+    nodes, edges = graph_of(page)
+    assert nodes["spark-master"]["state"] == "failed" and nodes["spark-master"]["text"] == "failed · 0/1 running"
+    assert nodes["spark-master"]["stroke"] == nodes["spark-master"]["colour"] == "#c62828"
+    worker_state = container(model, "spark-worker")["state"]
+    assert nodes["spark-worker"]["state"] == worker_state and nodes["spark-worker"]["text"].startswith(worker_state)
+    assert nodes["spark-worker"]["stroke"] != RUNNING_GREEN and edges == {("spark-worker", "spark-master")}
     await asyncio.sleep(0.5)
     stream.cancel()
     master_states = [e["instance"]["state"] for e in events
