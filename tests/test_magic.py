@@ -75,7 +75,9 @@ async def test_magic_up_scale_widget_down(api, kernel_env, jp_base_url):
     assert (await api.call("GET", "appliance/spark-livy"))[0] == 404
 
 
-async def test_magic_errors_are_clear(api, kernel_env):
+async def test_magic_errors_are_clear(api, kernel_env, monkeypatch, tmp_path):
+    # The server (in this process) has no Docker engine: a socket nobody listens on.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     out = await run_kernel_process("python3", [
         "%load_ext jupyter_spark_appliance",
         "%spark_appliance fly",
@@ -83,12 +85,21 @@ async def test_magic_errors_are_clear(api, kernel_env):
         "%%spark_appliance up\n{\"id\": \"x\", \"containers\": [",
         "%%spark_appliance up\n{\"id\": \"x\", \"containers\": []}",
         "%spark_appliance status --id nothing-here",
+        "%spark_appliance up --backend swarm --workers 1",
+        "%spark_appliance up --backend docker --workers 1",
     ], env=kernel_env)
     assert "UsageError" in out[1] and "%spark_appliance up [--workers N]" in out[1] and "Traceback" not in out[1]
     assert "UsageError" in out[2] and "invalid int value" in out[2]
     assert "not a valid appliance" in out[3] and "(line 2, column 1)" in out[3]
     assert "containers: must list at least one container" in out[4]
     assert "Error: no appliance with id 'nothing-here'" in out[5]
+    # `up --backend B` reaches the server: each backend answers with its own reason (a 503), nothing starts.
+    unreachable = "Error: the Docker engine is not reachable ("
+    swarm = "The swarm backend needs an engine that is a swarm manager (docker swarm init), or use the local backend"
+    assert out[6].startswith(unreachable) and out[6].rstrip().endswith(swarm), out[6]
+    docker = "Install and start it (apt-get install docker.io; dockerd), or use the local backend"
+    assert out[7].startswith(unreachable) and out[7].rstrip().endswith(docker), out[7]
+    assert (await api.call("GET", "appliance"))[1] == {"appliances": []}
     assert not any("ERROR" in o for o in out), out
 
     closed = f"http://127.0.0.1:{allocate_port('127.0.0.1')}/"
