@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import psutil
 import pytest
 import requests
+from test_launch_local import RUNNING_GREEN, SPARK_LIVY_EDGES, graph_of
 
 import jupyter_spark_appliance
 from jupyter_spark_appliance.spark.ports import allocate_port
@@ -155,13 +156,34 @@ def test_launch_watch_scale_stop(lab, page):
     card = page.locator('.jp-SparkAppliance-card[data-appliance-id="spark-livy"]')
     card.wait_for(timeout=30_000)
     page.locator('.jp-SparkAppliance-card[data-state="running"]').wait_for(timeout=240_000)
-    for cid in ("spark-master", "spark-worker", "livy"):
+    rows = card.locator(".jp-SparkAppliance-container")
+    assert rows.evaluate_all("rs => rs.map(r => r.dataset.containerId)") == SPARK_LIVY
+    for cid in SPARK_LIVY:
         row = card.locator(f'.jp-SparkAppliance-container[data-container-id="{cid}"]')
         assert row.get_attribute("data-state") == "running"
-    assert card.locator("a.jp-SparkAppliance-link", has_text="Spark UI").count() == 1
-    assert card.locator("a.jp-SparkAppliance-link", has_text="Livy").count() == 1
+        badge = row.locator(".jp-SparkAppliance-state")
+        assert badge.inner_text() == "running"
+        assert badge.get_attribute("class") == "jp-SparkAppliance-state jp-SparkAppliance-state-running"
+    # The state's colour: each row's badge is painted in the theme's success colour, not the neutral default.
+    colours = page.evaluate(BADGE_COLOURS)
+    assert colours["success"] != colours["neutral"], colours
+    assert colours["badges"] == [colours["success"]] * len(SPARK_LIVY), colours
+    # The links, through the Jupyter server: the Spark UI and Livy (which answers there).
+    app_root = "/spark-appliance/appliance/spark-livy/"
+    assert card.locator("a.jp-SparkAppliance-link", has_text="Spark UI").get_attribute("href") == app_root + "sparkui/"
+    livy = card.locator("a.jp-SparkAppliance-link", has_text="Livy")
+    assert livy.count() == 1 and livy.get_attribute("data-endpoint") == "livy"
+    assert livy.get_attribute("href") == app_root + "livy/"
+    r = requests.get(f"{lab['origin']}{app_root}livy/sessions", headers={"Authorization": f"token {lab['token']}"},
+                     timeout=60)
+    assert r.status_code == 200 and r.json()["sessions"] == [], r.text
     page.locator(".jp-SparkAppliance-sparkmagicUrl", has_text="Sparkmagic → http://127.0.0.1:").wait_for()
-    page.locator(".jp-SparkAppliance-graph svg").wait_for()
+    # The dependency graph on the card: a node per container with its live state, an arrow to each dependant.
+    page.wait_for_function(GRAPH_STATES, arg=["running · 1/1 running"] * len(SPARK_LIVY), timeout=60_000)
+    nodes, edges = graph_of(card.locator(".jp-SparkAppliance-graph svg").evaluate("n => n.outerHTML"))
+    assert list(nodes) == SPARK_LIVY and edges == SPARK_LIVY_EDGES
+    assert {(n["name"], n["state"], n["stroke"]) for n in nodes.values()} == {
+        (cid, "running", RUNNING_GREEN) for cid in SPARK_LIVY}
     shot(page, "panel-running.png")
 
     # Slide to 2 workers: scales on release, disabled while the change is in flight, then both show running.
@@ -183,11 +205,24 @@ def test_launch_watch_scale_stop(lab, page):
     with urllib.request.urlopen(model["links"]["spark-ui"] + "/json/", timeout=5) as r:
         assert sum(w["state"] == "ALIVE" for w in json.load(r)["workers"]) == 2
     assert worker.get_attribute("data-state") == "running"
+    # The card's graph follows: the worker node now counts 2 of 2 running.
+    page.wait_for_function(GRAPH_STATES, arg=["running · 1/1 running", "running · 1/1 running",
+                                              "running · 2/2 running", "running · 1/1 running"], timeout=60_000)
 
-    # Logs of a container, in a main-area tab.
+    # Logs of a container, in a main-area tab: each worker's, with what its JVM wrote on registering.
     worker.locator(".jp-SparkAppliance-logsButton").click()
-    page.locator('.jp-SparkAppliance-logsTab[data-container="spark-worker"] .jp-SparkAppliance-logsText',
-                 has_text="==> spark-worker-0 (running) <==").wait_for()
+    logs = page.locator('.jp-SparkAppliance-logsTab[data-container="spark-worker"] .jp-SparkAppliance-logsText')
+    logs.filter(has_text="==> spark-worker-0 (running) <==").wait_for()
+    logs.filter(has_text="==> spark-worker-1 (running) <==").wait_for()
+    rpc = next(e["host_port"] for c in model["containers"] if c["id"] == "spark-master" for e in c["endpoints"]
+               if e["container_port"] == 7077)
+    registered = f"Successfully registered with master spark://127.0.0.1:{rpc}"
+    page.wait_for_function("""([line]) => {
+        const text = document.querySelector(
+            '.jp-SparkAppliance-logsTab[data-container="spark-worker"] .jp-SparkAppliance-logsText')?.textContent;
+        const [first, second] = (text ?? '').split('==> spark-worker-1 (running) <==');
+        return second !== undefined && first.includes(line) && second.includes(line); }""",
+                           arg=[registered], timeout=60_000)
     shot(page, "panel-two-workers.png")
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
     page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
@@ -210,6 +245,25 @@ def test_launch_watch_scale_stop(lab, page):
         except psutil.Error:
             continue
     assert leftovers == []
+
+
+SPARK_LIVY = ["spark-master", "livy", "spark-worker", "spark-connect"]  # the template's containers, in order
+
+#: The computed background of each container row's state badge on the spark-livy card, and the theme's
+#: success colour and the badges' neutral default, each resolved the same way (a probe element).
+BADGE_COLOURS = """() => {
+    const resolve = name => { const probe = document.createElement('span');
+        probe.style.background = `var(${name})`; document.body.appendChild(probe);
+        const colour = getComputedStyle(probe).backgroundColor; probe.remove(); return colour; };
+    return { success: resolve('--jp-success-color1'), neutral: resolve('--jp-layout-color4'),
+             badges: [...document.querySelectorAll(
+                 '[data-appliance-id="spark-livy"] .jp-SparkAppliance-container .jp-SparkAppliance-state')]
+                 .map(b => getComputedStyle(b).backgroundColor) }; }"""
+
+#: Whether the spark-livy card's graph shows, node by node in the template's order, these state lines.
+GRAPH_STATES = """expected => JSON.stringify([...document.querySelectorAll(
+        '[data-appliance-id="spark-livy"] .jp-SparkAppliance-graph svg g.node')]
+    .map(g => g.querySelectorAll('text')[1]?.textContent)) === JSON.stringify(expected)"""
 
 
 def test_bad_form_value_shows_the_server_message(lab, page):
@@ -437,6 +491,7 @@ def test_spark_ui_in_lab_tabs_under_a_base_url(alice_lab, tmp_path):
             assert card.locator(".jp-SparkAppliance-connectUrl").inner_text().startswith("sc://localhost:")
             assert card.locator('a[data-endpoint="spark-ui"]').get_attribute("href") == app_root + "sparkui/"
             assert card.locator('a[data-endpoint="worker-ui"]').get_attribute("href") == app_root + "workerui/0/"
+            assert card.locator('a[data-endpoint="livy"]').get_attribute("href") == app_root + "livy/"
 
             # A Livy session makes a running application (its driver), through the proxied Livy.
             r = call(lab, "POST", "appliance/spark-livy/livy/sessions", json={"kind": "pyspark"})
@@ -514,6 +569,10 @@ def test_spark_ui_in_lab_tabs_under_a_base_url(alice_lab, tmp_path):
             graph.wait_for(timeout=30_000)
             sidebar_width = page.locator("#jp-spark-appliance-sidebar").bounding_box()["width"]
             assert graph.bounding_box()["width"] > 2 * sidebar_width
+            nodes, edges = graph_of(graph.evaluate("n => n.outerHTML"))
+            assert {cid: (n["state"], n["text"], n["stroke"]) for cid, n in nodes.items()} == {
+                cid: ("running", "running · 1/1 running", RUNNING_GREEN) for cid in SPARK_LIVY}
+            assert edges == SPARK_LIVY_EDGES
             shot(page, "graph-tab.png")
 
             # Every request the browser made went to the Jupyter server, under its base URL.
