@@ -420,9 +420,10 @@ class ApplianceManager:
         if orch is not None:
             try:
                 await orch.teardown()
-            except BackendUnavailable:
-                # Its containers cannot be stopped now: the record stays, for a DELETE once the
-                # engine answers again (a 503 until then), and the reconciler keeps watching.
+            except Exception:
+                # Its containers cannot be stopped now (BackendUnavailable: a 503 until the engine
+                # answers again; or the engine refused): the record stays, for another DELETE, and
+                # the reconciler keeps watching.
                 record.deleting = False
                 raise
         self.records.pop(app_id, None)

@@ -17,6 +17,7 @@ the project's image (test_options.py's cheap documents).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import logging
 import socket
@@ -30,7 +31,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from jupyter_spark_appliance.backends.docker import LABEL, container_name, network_name, owner_tag
+from jupyter_spark_appliance.backends.docker import (
+    LABEL,
+    ContainerHandle,
+    DockerBackend,
+    DockerConfig,
+    container_name,
+    network_name,
+    owner_tag,
+)
 from jupyter_spark_appliance.manager import ApplianceManager
 from jupyter_spark_appliance.spark.roles import SPARK_WORKER, LaunchContext
 from jupyter_spark_appliance.store import Store
@@ -309,6 +318,25 @@ def worker_command(**caps: int) -> Any:
                         python=sys.executable, cores=1, memory_mb=1024, work_dir=Path("/tmp/work"),
                         log_dir=Path("/tmp/logs"), **caps)
     return SPARK_WORKER.command(ctx)
+
+
+@pytest.mark.docker
+async def test_stops_of_one_container_at_once_all_succeed(engine: Any, tmp_path: Path) -> None:
+    """The reconciler replacing a dead container while a DELETE stops it: two removals of one
+    container at once. The engine refuses the second ("removal ... is already in progress",
+    409), which was the DELETE's 500; each stop now ends once the container is gone."""
+    owner = f"races-{uuid.uuid4().hex[:8]}"
+    backend = DockerBackend(DockerConfig(owner=owner), lambda app_id: tmp_path / app_id)
+    for _ in range(3):  # the engine's refusal depends on timing: a few rounds make it likely
+        c = engine.containers.run(DEFAULT_IMAGES["spark-master"], ["sleep", "300"], detach=True, network_mode="none",
+                                  labels={f"{LABEL}.owner": owner})
+        try:
+            handle = ContainerHandle(container_id=c.id, name=c.name)
+            await asyncio.gather(*(backend.stop(handle) for _ in range(3)))
+            assert engine.containers.list(all=True, filters={"id": c.id}) == []
+        finally:
+            with contextlib.suppress(Exception):
+                c.remove(force=True)
 
 
 def test_a_worker_rolls_its_executors_logs() -> None:

@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ class DockerConfig:
 NEVER_MOUNTED = ("/", "/proc", "/sys", "/dev", "/etc", "/boot", "/var/run/docker.sock", "/run/docker.sock",
                  "/var/lib/docker", "/run/containerd")
 MIN_DOCKER_MEM_MB = 6  # the engine refuses less
+REMOVAL_WAIT_SECONDS = 60  # for a removal of the same container that another stop started
 MAX_HOSTNAME = 63  # a container's name is its host name: one DNS label
 
 
@@ -415,7 +417,23 @@ class DockerBackend(Backend):
                     c.stop(timeout=10)
                 except docker.errors.APIError:
                     pass
-                c.remove(force=True)
+                try:
+                    c.remove(force=True)
+                except docker.errors.NotFound:
+                    return
+                except docker.errors.APIError as e:
+                    if e.status_code != 409:
+                        raise
+                    # "removal ... is already in progress": another stop of this container (the
+                    # reconciler replacing it while a DELETE stops it) got there first; wait for it.
+                    deadline = time.monotonic() + REMOVAL_WAIT_SECONDS
+                    while time.monotonic() < deadline:
+                        try:
+                            self.client.containers.get(handle.container_id)
+                        except docker.errors.NotFound:
+                            return
+                        time.sleep(0.2)
+                    raise
 
         await asyncio.to_thread(stop)
 
