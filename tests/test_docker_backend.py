@@ -7,6 +7,7 @@ elsewhere these tests skip when no engine answers, unless JSA_REQUIRE_DOCKER=1.
 from __future__ import annotations
 
 import asyncio
+import re
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,7 +17,6 @@ from jupyter_spark_appliance.backends.docker import (
     DockerBackend,
     DockerConfig,
     container_name,
-    network_name,
     owner_tag,
 )
 from jupyter_spark_appliance.manager import ApplianceManager
@@ -78,13 +78,19 @@ async def test_spark_livy_on_docker(api, engine, appliance_data_dir, owner):
     assert http2_answers(connect.hostname, connect.port)
 
     containers, networks = ours(engine, "dock")
-    assert sorted(c.name for c in containers) == sorted(named(owner, "dock", c["id"]) for c in model["containers"])
-    assert [n.name for n in networks] == [network_name("dock", owner_tag(owner))]
-    worker = engine.containers.get(named(owner, "dock", "spark-worker"))
+    # The README's names, literally: one network jsa-<tag>-<id>, containers <tag>-<appliance>-<container>-<n>,
+    # where <tag> is this server's six hex digits (one for all of them: README, Docker backend).
+    (network,) = [n.name for n in networks]
+    found = re.fullmatch(r"jsa-([0-9a-f]{6})-dock", network)
+    assert found, network
+    tag = found.group(1)
+    assert sorted(c.name for c in containers) == sorted(
+        f"{tag}-dock-{cid}-0" for cid in ("spark-master", "livy", "spark-worker", "spark-connect"))
+    worker = engine.containers.get(f"{tag}-dock-spark-worker-0")
     assert worker.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
     assert worker.attrs["HostConfig"]["Memory"] == 1024 * 2**20
     assert worker.labels[f"{LABEL}.container"] == "spark-worker" and worker.labels[f"{LABEL}.instance"] == "0"
-    master = engine.containers.get(named(owner, "dock", "spark-master"))
+    master = engine.containers.get(f"{tag}-dock-spark-master-0")
     for bindings in master.attrs["NetworkSettings"]["Ports"].values():
         assert all(b["HostIp"] == "127.0.0.1" for b in bindings or [])
 
@@ -109,11 +115,13 @@ async def test_spark_livy_on_docker(api, engine, appliance_data_dir, owner):
     assert ok and out.strip() == "4950", out
     # The gateway's driver and its executor started from the image's archives: the kernel
     # shows each archive mapped into the JVM (-Xshare:auto would silently skip a bad one).
-    for name, jvm, archive in ((named(owner, "dock", "livy"), "[S]parkSubmit", "spark-driver-"),
-                               (named(owner, "dock", "spark-worker"), "[C]oarseGrainedExecutorBackend",
-                                "spark-executor-")):
+    # An executor runs from its own archive, or from the driver's where the image build's
+    # recording lost its own (cds.spark_app_conf).
+    for name, jvm, archive in ((f"{tag}-dock-livy-0", "[S]parkSubmit", "spark-driver-"),
+                               (f"{tag}-dock-spark-worker-0", "[C]oarseGrainedExecutorBackend",
+                                "spark-\\(executor\\|driver\\)-")):
         code, found = engine.containers.get(name).exec_run(
-            ["sh", "-c", f"grep -c /opt/jsa/cds/{archive} /proc/$(pgrep -f '{jvm}' | head -1)/maps"])
+            ["sh", "-c", f"grep -c '/opt/jsa/cds/{archive}' /proc/$(pgrep -f '{jvm}' | head -1)/maps"])
         assert code == 0 and int(found) > 0, (name, found)
     controller.delete_session_by_name("d")
 

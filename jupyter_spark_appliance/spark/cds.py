@@ -108,8 +108,13 @@ def spark_app_conf(cds: ClassDataSharing, spark_home: Path) -> dict[str, str]:
     executor of a session runs its first task in about 2.2 s instead of 3.5 s.
     """
     conf = {}
-    for role, key in zip(APP_ROLES, ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"), strict=True):
-        opts = cds.use_opts(role, spark_home)
+    driver = cds.use_opts("spark-driver", spark_home)
+    # An executor's own archive is often missing: its recording JVM writes it as it exits,
+    # and its worker kills it 10 s after the application ends, before a slow write is
+    # done. The driver's archive (same class path) then serves it: most of what an
+    # executor loads (Spark core, Netty, Scala, Jackson, logging) a driver has loaded too.
+    executor = cds.use_opts("spark-executor", spark_home) or driver
+    for key, opts in (("spark.driver.extraJavaOptions", driver), ("spark.executor.extraJavaOptions", executor)):
         if opts:
             conf[key] = opts
     return conf
