@@ -7,6 +7,7 @@ here reads or writes the developer's ~/.sparkmagic or appliance records.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -19,6 +20,35 @@ from typing import Any
 import pytest
 
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
+
+
+#: The longest test modules (CI's --durations), started first: the README's command runs
+#: them on two pytest-xdist workers (``--dist loadscope``: a module, or a class, stays on one
+#: worker with its fixtures), and the longest started last would leave one worker idle at
+#: the end. Only the order changes; a module missing here runs after these, in file order.
+SLOW_FIRST = (
+    "browser/test_panel.py",
+    "test_swarm_backend.py",
+    "test_livy_gateway.py",
+    "test_short_of_resources.py",
+    "test_livy_security.py",
+    "test_launch_local.py",
+    "test_sparkmagic_notebook.py",
+    "test_self_healing.py",
+    "test_claims_gateway.py",
+    "test_livy_capacity.py",
+    "test_docker_backend.py",
+    "test_server_process.py",
+    "test_livy_batches.py",
+    "test_connect.py",
+    "test_livy_scala.py",
+    "test_magic.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(Path(__file__).parent).as_posix(), len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -46,27 +76,37 @@ def docker_engine():
 
 @pytest.fixture(scope="session")
 def shared_cds_dir(tmp_path_factory) -> Path:
-    """Class-data-sharing archives recorded once for the whole run.
+    """Class-data-sharing archives recorded once for the whole run, by whichever pytest-xdist worker asks first.
 
     Each test's server has its own data dir, and the archives' default home is next to
     it: every server would record them again in the background (four throwaway JVMs for
     about a minute), on the same two cores as the test's own JVMs, which then start
-    without archives. Recorded here once, the way the server does it, and shared.
+    without archives. Recorded here once, the way the server does it, and shared: the
+    workers' temporary dirs have one parent, and a lock there makes the others wait for
+    the first one's recording instead of making their own.
     """
     from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
     from jupyter_spark_appliance.spark.cds_recording import record_archives
     from jupyter_spark_appliance.spark.home import SparkNotFound, find_spark_home
 
-    cds_dir = tmp_path_factory.mktemp("cds")
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    cds_dir = root / "shared-cds"
+    cds_dir.mkdir(exist_ok=True)
     try:
         spark_home = find_spark_home("")
     except SparkNotFound:
         return cds_dir
-    try:
-        record_archives(ClassDataSharing(cds_dir), spark_home, FAST_DAEMON_JAVA_OPTS, cds_dir / "recording",
-                        sys.executable, background=False)
-    except Exception as e:  # noqa: BLE001 - an optimisation: servers record their own then
-        print(f"could not record the shared class-data-sharing archives: {e}", file=sys.stderr)
+    with open(root / "shared-cds.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
+        if (cds_dir / "done").exists():
+            return cds_dir
+        try:
+            record_archives(ClassDataSharing(cds_dir), spark_home, FAST_DAEMON_JAVA_OPTS, cds_dir / "recording",
+                            sys.executable, background=False)
+        except Exception as e:  # noqa: BLE001 - an optimisation: servers record their own then
+            print(f"could not record the shared class-data-sharing archives: {e}", file=sys.stderr)
+        (cds_dir / "done").touch()
     return cds_dir
 
 
