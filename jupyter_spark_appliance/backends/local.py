@@ -39,7 +39,7 @@ from ..spark.logrotate import backup_path, open_append, remove_backups, rotate_i
 from ..spark.logwatch import LogWatcher
 from ..spark.ports import allocate_port, release_port
 from ..spark.probes import health_check_passes, ports_accept
-from ..spark.processes import set_priority, stop_group
+from ..spark.processes import stop_group
 from ..spark.reaper import Reaper
 from ..spark.roles import (
     DEFAULT_ROLE_PATTERNS,
@@ -66,7 +66,6 @@ class ProcessHandle(Handle):
     log: str = ""
     ready_line: str = ""  # what the log says once the process is ready ("" = probe it)
     cds: dict[str, str] = field(default_factory=dict)  # an archive this JVM records as it exits
-    nice: int = 0  # the niceness it started with, until it is ready (Role.start_nice)
 
 
 @dataclass
@@ -189,9 +188,6 @@ class LocalBackend(Backend):
         self._logs.forget(log_path)
         self._rotated.pop(str(log_path), None)
         proc = self._spawn(command.argv, env, base, log_path)
-        if role.start_nice:
-            # Before its JVM exists (the child is still Python), so every JVM thread inherits it.
-            set_priority(proc.pid, role.start_nice)
         try:
             started = psutil.Process(proc.pid).create_time()
         except psutil.Error:
@@ -199,7 +195,7 @@ class LocalBackend(Backend):
         self._watch(proc.pid, started)
         ready_line = role.ready_line.decode() if role.ready_line and not self.config.livy_home else ""
         handle = ProcessHandle(ports=ports, peer_host=self.config.connect_host, pid=proc.pid, create_time=started,
-                               log=str(log_path), ready_line=ready_line, cds=cds_facts, nice=role.start_nice)
+                               log=str(log_path), ready_line=ready_line, cds=cds_facts)
         return Started(handle, endpoints)
 
     def _ports(self, request: StartRequest, role: Role) -> tuple[dict[int, int], list[Endpoint]]:
@@ -251,14 +247,6 @@ class LocalBackend(Backend):
 
     async def ready(self, handle: Handle, container: Container, role: Role | None, master_ui: str | None) -> bool:
         assert isinstance(handle, ProcessHandle)
-        ready = await self._ready(handle, container, role, master_ui)
-        if ready and handle.nice:
-            await asyncio.to_thread(set_priority, handle.pid, 0)  # a normal priority for its users, where allowed
-            handle.nice = 0
-        return ready
-
-    async def _ready(self, handle: ProcessHandle, container: Container, role: Role | None,
-                     master_ui: str | None) -> bool:
         host = self.config.connect_host
         if container.health_check is not None:
             return await health_check_passes(container.health_check, host, handle.ports)

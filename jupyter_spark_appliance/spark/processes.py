@@ -93,10 +93,9 @@ def group_alive(pgid: int) -> bool:
 def set_priority(pid: int, value: int) -> None:
     """Set the niceness of ``pid``, its descendants and every thread of each (Linux: niceness is per thread).
 
-    Used to start a JVM that the user does not wait for first (the gateway's warm driver,
-    the Spark Connect server) behind the ones they do, and to give it back a normal
-    priority once it is ready. Lowering niceness needs privileges: without them the
-    process simply stays nice.
+    Used to start a JVM that the user does not wait for first (the gateway's warm driver)
+    behind the ones they do, and to give it back a normal priority once it is ready.
+    Lowering niceness needs privileges: without them the process simply stays nice.
     """
     try:
         root = psutil.Process(pid)

@@ -101,9 +101,6 @@ class Role:
     cds_role: str | None = None  # its JVM's class-data-sharing archive
     needs_master: bool = False  # args[0] is the master's address (PIVOT's image convention)
     restart_with_master: bool = False  # its state lives in the master: restart it when the master restarts
-    # Niceness until it is ready (local backend): a process nobody waits for first starts
-    # behind the ones a launch waits for (the master, workers and Livy), on the same cores.
-    start_nice: int = 0
     # env variable -> container port: a bare ``@id`` there means that container's port (PIVOT's
     # images append it themselves; a local backend moves ports, so the reference must carry it)
     env_ports: Mapping[str, int] = field(default_factory=dict)
@@ -395,7 +392,7 @@ SPARK_CONNECT = Role(
     name="spark-connect", title="Spark Connect",
     ports=(RolePort(CONNECT_PORT, "connect", "Spark Connect", scheme="sc"),),
     command=_connect, probe=_connect_ready, probe_port=CONNECT_PORT,
-    ready_line=b"Spark Connect server started at", needs_master=True, restart_with_master=True, start_nice=10,
+    ready_line=b"Spark Connect server started at", needs_master=True, restart_with_master=True,
 )
 
 SPARKMAGIC = Role(
