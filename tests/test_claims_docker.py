@@ -151,9 +151,12 @@ def empty_engine() -> Iterator[str]:
 
     Its own data, exec root and socket; no default bridge, no iptables rules (the
     machine's engine owns those) and an address pool of its own, so it never touches
-    the engine the other tests use. Needs root and dockerd, as CI's engine does.
+    the engine the other tests use. It runs in a network namespace of its own: started
+    beside the machine's engine in the same namespace, it removed that engine's docker0
+    bridge, and the next image build (or any container on the default bridge) failed
+    with "could not find bridge docker0". Needs root, dockerd, ip and nsenter, as CI has.
     """
-    if os.geteuid() != 0 or shutil.which("dockerd") is None:
+    if os.geteuid() != 0 or any(shutil.which(tool) is None for tool in ("dockerd", "ip", "nsenter")):
         if os.environ.get("JSA_REQUIRE_DOCKER") == "1":
             raise RuntimeError("a second Docker engine needs root and dockerd")
         pytest.skip("a second Docker engine needs root and dockerd")
@@ -161,9 +164,13 @@ def empty_engine() -> Iterator[str]:
 
     root = Path(tempfile.mkdtemp(prefix="jsa-e-", dir="/tmp"))  # short: a unix socket path has 107 bytes
     host = f"unix://{root}/docker.sock"
+    netns = root.name  # unique: the dir's random name
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
     with open(root / "dockerd.log", "wb") as log:
         proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
+            ["nsenter", f"--net=/run/netns/{netns}", "dockerd", "--data-root", str(root / "data"),
+             "--exec-root", str(root / "exec"),
              "--pidfile", str(root / "dockerd.pid"), "-H", host, "--bridge=none", "--iptables=false",
              "--ip-masq=false", "--storage-driver=vfs", "--default-address-pool", "base=10.214.99.0/24,size=28"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -188,6 +195,7 @@ def empty_engine() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(30)
+        subprocess.run(["ip", "netns", "delete", netns], check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 
