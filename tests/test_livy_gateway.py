@@ -35,7 +35,10 @@ def _start_gateway(cluster, tmp_path, *extra: str, env: dict[str, str] | None = 
     log = open(tmp_path / "gateway.log", "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_spark_appliance.livy", "--master", cluster.master_url,
-         "--port", str(port), "--log-dir", str(tmp_path / "drivers"), *extra],
+         "--port", str(port), "--log-dir", str(tmp_path / "drivers"),
+         # Beside the other xdist worker's JVMs an executor can take longer than the default
+         # 30 s to start (ci3); the limit itself is test_short_of_resources.py's and capacity's.
+         "--resource-wait-limit", "120", *extra],
         stdout=log, stderr=log, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
