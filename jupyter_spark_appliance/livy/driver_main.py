@@ -43,6 +43,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from . import repl
@@ -70,8 +71,8 @@ class ScalaSpare:
     for a driver that never hosts Scala.
     """
 
-    def __init__(self, make: Any) -> None:
-        self.make = make  # (sid | None, spare) -> Session
+    def __init__(self, make: Callable[[int | None, bool], Session]) -> None:
+        self.make = make  # (sid, or None for a spare; spare?) -> a new Session
         self.spare: Session | None = None
         self.lock = threading.Lock()
 
