@@ -116,9 +116,11 @@ def test_20_then_40_sessions_at_once_share_the_warm_driver_and_all_finish(cluste
             assert len(apps) == 1, apps
             traces = run_everywhere(url, ids, COUNT, times)
             assert len(traces) == n * times
-            outputs = [t.final["output"] for t in traces]
-            assert all(o == {"status": "ok", "execution_count": o["execution_count"], "data": {"text/plain": "1000"}}
-                       for o in outputs), [o for o in outputs if o["data"] != {"text/plain": "1000"}][:3]
+            wrong = [(t.sid, t.final) for t in traces
+                     if t.final["output"] != {"status": "ok", "execution_count": t.final["output"]["execution_count"],
+                                              "data": {"text/plain": "1000"}}]
+            assert not wrong, (wrong[:3], [requests.get(f"{url}/sessions/{sid}/log").json()["log"][-8:]
+                                           for sid, _ in wrong[:2]])
             assert all(t.final["progress"] == 1.0 for t in traces)
             assert_never_silent(traces)
             resources = requests.get(f"{url}/appliance/resources").json()

@@ -49,6 +49,7 @@ CREATE_FIELDS = {
 }
 FINAL_SESSION_STATES = {"error", "dead", "killed", "success", "shutting_down"}
 MAX_STATEMENTS = 1000
+STATUS_KEPT_FOR = 30.0  # seconds a last good master status stands in for one that did not answer
 MAX_INT = 2**31 - 1  # the largest count or size a request may give
 MAX_CONF_BYTES = 64 * 1024  # a session's conf (and each resource list), in all
 MAX_DURATION = 10 * 365 * 86400.0  # seconds
@@ -607,7 +608,13 @@ class SessionManager:
             return
         data = await asyncio.to_thread(master_status, ui, 3.0)
         if data is None:
-            self.cluster = None
+            # One slow answer on a loaded machine is not a cluster with no cores: the last status
+            # stands for a while (its "checked" says how old it is), so a statement whose executor
+            # is starting is not counted as waiting for resources (and given up on) meanwhile.
+            if self.cluster is not None and time.time() - self.cluster.checked > STATUS_KEPT_FOR:
+                log.info("the master's web UI %s has not answered for %.0f s; cores are unknown", ui,
+                         time.time() - self.cluster.checked)
+                self.cluster = None
             return
         if self._ui_guessed:
             if str(data.get("url", "")).rstrip("/") != self.config.master.rstrip("/"):
@@ -655,6 +662,10 @@ class SessionManager:
             app = status.app(driver.app_id) if status else None
             if app and int(app.get("cores") or 0) > 0:
                 return (f"starting an executor: the master granted {plural(int(app['cores']), 'core')}", False)
+            if status is not None and status.fits(*executor_needs(driver.conf)):
+                # The master grants a free core as soon as it is asked; until its next status says
+                # so this is a start, not a wait for the cluster (and not counted toward the limit).
+                return "starting an executor: the cluster has a free core for it", False
             return self.resource_message(driver), True
         if not driver.running_tasks:
             return "starting: the executor has joined and runs no task yet", False
