@@ -61,7 +61,8 @@ class SparkApplianceApp(ExtensionApp):
     connect_host = Unicode(
         "", config=True,
         help="Host name reported in endpoints (what browsers and kernels connect to). "
-             "Default: bind_host, or 127.0.0.1 when bind_host is 0.0.0.0.",
+             "Default: bind_host, or 127.0.0.1 when bind_host is 0.0.0.0. The local backend's "
+             "processes reach each other at the bind address itself, not at this name.",
     )
     port_range = Tuple(
         Int(), Int(), default_value=(0, 0), config=True,

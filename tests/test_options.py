@@ -34,7 +34,7 @@ import pytest
 from jupyter_spark_appliance.backends.docker import LABEL, container_name, network_name, owner_tag
 from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS
 from jupyter_spark_appliance.spark.ports import port_is_free
-from jupyter_spark_appliance.spark.roles import DEFAULT_ROLE_PATTERNS, MASTER_CLASS
+from jupyter_spark_appliance.spark.roles import DEFAULT_ROLE_PATTERNS, MASTER_CLASS, WORKER_CLASS
 from jupyter_spark_appliance.spark.standalone import master_status
 from jupyter_spark_appliance.templates import DEFAULT_IMAGES
 
@@ -140,7 +140,11 @@ CUSTOM_IMAGE = "acme/coordinator"  # no default local_roles pattern matches it, 
 
 @pytest.mark.spark
 class TestOneMasterJvm:
-    """One master JVM, started by a server that sets six options at once; each is checked on the JVM."""
+    """A master and a worker JVM, started by a server that sets six options at once; each is checked on the JVMs.
+
+    The worker is given ``@head:7077``: with ``connect_host`` a short form Spark's URLs do not
+    parse (127.2), it registers only because local peers are given the bind address.
+    """
 
     @pytest.fixture
     def port_range(self) -> tuple[int, int]:
@@ -157,7 +161,8 @@ class TestOneMasterJvm:
             appliance_data_dir, port_range=port_range, bind_host=BIND_HOST, connect_host=CONNECT_HOST,
             daemon_java_opts=f"{FAST_DAEMON_JAVA_OPTS} -Djsa.test.marker={marker}",
             child_env_allow=["JSA_TEST_ALLOWED_*"],
-            local_roles={**DEFAULT_ROLE_PATTERNS, r"^acme/coordinator$": "spark-master"})
+            # The custom image matches two patterns: the first one (master) must win.
+            local_roles={**DEFAULT_ROLE_PATTERNS, r"^acme/coordinator$": "spark-master", r"^acme/": "spark-worker"})
 
     async def test_network_jvm_environment_and_role_options_reach_the_master_jvm(
             self, api: Api, appliance_data_dir: Path, port_range: tuple[int, int], marker: str,
@@ -167,20 +172,32 @@ class TestOneMasterJvm:
         app_id = unique("opts")
         spec = {"id": app_id, "containers": [
             {"id": "head", "type": "service", "image": CUSTOM_IMAGE, "resources": {"cpus": 1, "mem": 512},
-             "ports": [{"container_port": 8080}, {"container_port": 7077}]}]}
+             "ports": [{"container_port": 8080}, {"container_port": 7077}]},
+            # No pattern matches this image: its id ("spark-worker") gives the role.
+            {"id": "spark-worker", "type": "service", "image": "registry.example/compute:1",
+             "resources": {"cpus": 1.5, "mem": 700}, "args": ["@head:7077"]}]}
         code, model = await api.call("POST", "appliance", spec)
         assert code == 201, model  # local_roles: without the mapping the local backend refuses the image
+        jvms: dict[str, int] = {}
         try:
             assert container(model, "head")["role"] == "spark-master"
+            assert container(model, "spark-worker")["role"] == "spark-worker"
             model = await api.wait_state(app_id, {"running", "failed"})
             assert model["state"] == "running", model["reason"]
-            (pid,) = record_pids(appliance_data_dir, app_id)
+            jvms = {next(c for c in (MASTER_CLASS, WORKER_CLASS) if c in psutil.Process(p).cmdline()): p
+                    for p in record_pids(appliance_data_dir, app_id)}
+            pid = jvms[MASTER_CLASS]
             jvm = psutil.Process(pid)
             low, high = port_range
 
-            # local_roles: the custom image runs as a real Spark master.
+            # local_roles: the custom image runs as a real Spark master, its heap from resources.mem.
             argv = jvm.cmdline()
-            assert MASTER_CLASS in argv, argv
+            assert MASTER_CLASS in argv and "-Xmx512m" in argv, argv
+            # The worker (role from its id) offers ceil(1.5) cores and its 700 MB, as the master sees it,
+            # and works in its own directory under the appliance's.
+            worker_argv = psutil.Process(jvms[WORKER_CLASS]).cmdline()
+            work_dir = Path(worker_argv[worker_argv.index("--work-dir") + 1])
+            assert work_dir.is_dir() and work_dir.is_relative_to(appliance_data_dir / app_id), worker_argv
             # daemon_java_opts: the operator's flags are on the master JVM's command line.
             assert f"-Djsa.test.marker={marker}" in argv, argv
             # child_env_allow: the allowed variable reaches the JVM, the other one does not.
@@ -205,11 +222,15 @@ class TestOneMasterJvm:
             # What a user opens works: the link reaches this master, which advertises the bind host.
             status = await asyncio.to_thread(master_status, model["links"]["spark-ui"])
             assert status is not None and status["status"] == "ALIVE", status
+            assert [(w["cores"], w["memory"], w["state"]) for w in status["workers"]] == [(2, 700, "ALIVE")], status
+            # The master's REST submission server is off: nothing answers on its port (6066) or any other
+            # outside the range (above).
+            assert all(port != 6066 for _, port in sockets)
             rpc_port = next(e["host_port"] for e in endpoints if e["container_port"] == 7077)
             assert status["url"] == f"spark://{BIND_HOST}:{rpc_port}"
         finally:
             assert (await api.call("DELETE", f"appliance/{app_id}"))[0] == 204
-        assert gone(pid)
+        assert all(gone(p) for p in jvms.values())
 
 
 # ---------------------------------------------------------------------- start_timeout

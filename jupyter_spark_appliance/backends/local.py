@@ -136,8 +136,18 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ start
 
+    @property
+    def peer_host(self) -> str:
+        """The address processes of this machine reach each other at: the one they listen on.
+
+        Not ``connect_host``, which is only what clients are told (a name for this machine,
+        which need not route to a loopback bind address, nor be a form Spark's URLs parse):
+        a worker given ``@spark-master:7077`` then uses the very URL the master advertises.
+        """
+        return "127.0.0.1" if self.config.bind_host in ("", "0.0.0.0", "::") else self.config.bind_host
+
     def resolver(self, peers: Mapping[str, Handle], referrer: Container) -> AddressOf:
-        """``@id`` -> the connect host; ``@id:PORT`` -> the loopback port that instance got for PORT."""
+        """``@id`` -> where that process listens; ``@id:PORT`` -> the port that instance got for PORT."""
         hosts = {cid: h.peer_host for cid, h in peers.items()}
         ports = {(cid, cport): port for cid, h in peers.items() for cport, port in h.ports.items()}
         return address_map_resolver(hosts, ports)
@@ -194,7 +204,7 @@ class LocalBackend(Backend):
             started = time.time()
         self._watch(proc.pid, started)
         ready_line = role.ready_line.decode() if role.ready_line and not self.config.livy_home else ""
-        handle = ProcessHandle(ports=ports, peer_host=self.config.connect_host, pid=proc.pid, create_time=started,
+        handle = ProcessHandle(ports=ports, peer_host=self.peer_host, pid=proc.pid, create_time=started,
                                log=str(log_path), ready_line=ready_line, cds=cds_facts)
         return Started(handle, endpoints)
 
