@@ -153,10 +153,13 @@ class LocalBackend(Backend):
         return address_map_resolver(hosts, ports)
 
     async def start(self, request: StartRequest) -> Started:
-        # Port probing, mkdir, the jar glob and fork are blocking: off the event loop.
-        return await asyncio.to_thread(self._start, request)
+        # Port probing, mkdir, the jar glob and fork are blocking: off the event loop. The server's
+        # environment is copied here, on the loop: code on the loop (a kernel launch, a test's
+        # monkeypatch) may change os.environ while the thread would iterate it ("dictionary
+        # changed size during iteration" failed a worker's start in a CI run).
+        return await asyncio.to_thread(self._start, request, dict(os.environ))
 
-    def _start(self, request: StartRequest) -> Started:
+    def _start(self, request: StartRequest, server_env: Mapping[str, str]) -> Started:
         role, container = request.role, request.container
         if role is None:  # check() rejected it already; defensive
             raise StartFailed(f"no local role for image {container.image!r}")
@@ -193,7 +196,7 @@ class LocalBackend(Backend):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text)
         env = child_environment(self.config.env_allow, self.config.extra_env, resolved.env, command.env,
-                                {"SPARK_LOCAL_IP": self.config.bind_host})
+                                {"SPARK_LOCAL_IP": self.config.bind_host}, source=server_env)
         env.setdefault("PYSPARK_PYTHON", self.config.python)
         self._logs.forget(log_path)
         self._rotated.pop(str(log_path), None)
