@@ -28,6 +28,7 @@ from .orchestrator import RESTART_POLICIES
 from .spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
 from .spark.cds_recording import record_archives
 from .spark.home import SparkNotFound, find_spark_home
+from .spark.ports import reachable_host
 from .spark.reaper import Reaper
 from .spark.roles import DEFAULT_ROLE_PATTERNS
 from .sparkmagic_wiring import SparkmagicWiring
@@ -200,7 +201,7 @@ class SparkApplianceApp(ExtensionApp):
     def _connect_host(self) -> str:
         if self.connect_host:
             return self.connect_host
-        return "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
+        return reachable_host(self.bind_host)
 
     def make_local_backend(self) -> LocalBackend:
         config = LocalConfig(

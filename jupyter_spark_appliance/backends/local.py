@@ -37,7 +37,7 @@ from ..spark.child_env import child_environment
 from ..spark.home import SparkNotFound, find_spark_home
 from ..spark.logrotate import backup_path, open_append, remove_backups, rotate_if_larger, tail_lines
 from ..spark.logwatch import LogWatcher
-from ..spark.ports import allocate_port, release_port
+from ..spark.ports import allocate_port, reachable_host, release_port
 from ..spark.probes import health_check_passes, ports_accept
 from ..spark.processes import stop_group
 from ..spark.reaper import Reaper
@@ -144,7 +144,7 @@ class LocalBackend(Backend):
         which need not route to a loopback bind address, nor be a form Spark's URLs parse):
         a worker given ``@spark-master:7077`` then uses the very URL the master advertises.
         """
-        return "127.0.0.1" if self.config.bind_host in ("", "0.0.0.0", "::") else self.config.bind_host
+        return reachable_host(self.config.bind_host)
 
     def resolver(self, peers: Mapping[str, Handle], referrer: Container) -> AddressOf:
         """``@id`` -> where that process listens; ``@id:PORT`` -> the port that instance got for PORT."""

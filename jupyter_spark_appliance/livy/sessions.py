@@ -611,9 +611,9 @@ class SessionManager:
             # One slow answer on a loaded machine is not a cluster with no cores: the last status
             # stands for a while (its "checked" says how old it is), so a statement whose executor
             # is starting is not counted as waiting for resources (and given up on) meanwhile.
-            if self.cluster is not None and time.time() - self.cluster.checked > STATUS_KEPT_FOR:
-                log.info("the master's web UI %s has not answered for %.0f s; cores are unknown", ui,
-                         time.time() - self.cluster.checked)
+            age = time.time() - self.cluster.checked if self.cluster is not None else 0.0
+            if age > STATUS_KEPT_FOR:
+                log.info("the master's web UI %s has not answered for %.0f s; cores are unknown", ui, age)
                 self.cluster = None
             return
         if self._ui_guessed:

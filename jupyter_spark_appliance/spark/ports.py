@@ -13,6 +13,11 @@ import socket
 _handed_out: set[int] = set()
 
 
+def reachable_host(bind_host: str) -> str:
+    """Where this machine reaches a listener bound to ``bind_host``: loopback for the wildcard."""
+    return "127.0.0.1" if bind_host in ("0.0.0.0", "") else bind_host
+
+
 def port_is_free(host: str, port: int) -> bool:
     """True if a server could listen on it now (TIME_WAIT leftovers do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
