@@ -58,7 +58,7 @@ def test_pyspark_completion(gateway):
     assert (r.status_code, r.json()) == (400, {"msg": "Session is in state starting"})
     assert wait_session(gateway, sid)["state"] == "idle"
 
-    assert run_statement(gateway, sid, "x_value = 1\nx_other = 2")["output"]["status"] == "ok"
+    assert run_statement(gateway, sid, "import time\nx_value = 1\nx_other = 2")["output"]["status"] == "ok"
     assert candidates(gateway, sid, code="x_va", kind="pyspark", cursor=4) == ["x_value"]
     assert candidates(gateway, sid, code="x_", kind="python", cursor=2) == ["x_value", "x_other"]
     assert candidates(gateway, sid, code="spark.rang", kind="pyspark", cursor=10) == ["spark.range"]
@@ -92,7 +92,9 @@ def test_pyspark_completion(gateway):
     assert (r.status_code, r.json()) == (404, {"msg": "Session '987654' not found."})
 
     # A busy session completes: the answer comes from a thread apart from the statement's.
-    sleeper = "import time\nfor _ in range(3000):\n    time.sleep(0.1)"  # a cancel interrupts it between sleeps
+    # `time` was imported by an earlier statement: "running" is set just before the code runs, so
+    # an import in this one could still be ahead of the completion request (stop 24's CI).
+    sleeper = "for _ in range(3000):\n    time.sleep(0.1)"  # a cancel interrupts it between sleeps
     r = requests.post(f"{gateway}/sessions/{sid}/statements", json={"code": sleeper})
     busy = r.json()["id"]
     deadline = time.monotonic() + 120
