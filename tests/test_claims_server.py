@@ -24,7 +24,7 @@ from test_disk_full import fill
 from test_log_rotation import poke
 from test_options import container, listening, processes_under, server_config, unique, wait_for
 
-from jupyter_spark_appliance.backends.docker import LABEL
+from jupyter_spark_appliance.backends.docker import DOCKER_MISSING, LABEL
 from jupyter_spark_appliance.spark.home import find_spark_home
 from jupyter_spark_appliance.spark.standalone import master_status
 from jupyter_spark_appliance.templates import DEFAULT_IMAGES
@@ -111,6 +111,30 @@ class TestWithoutSpark:
         # The same for the built-in template: nothing is recorded, nothing runs.
         code, body = await api.call("POST", "appliance", {"template": "spark-livy", "id": "nospark2"})
         assert code == 400 and {"path": "containers", "message": NO_SPARK} in body["problems"], body
+        assert await api.call("GET", "appliance") == (200, {"appliances": []})
+        assert processes_under(appliance_data_dir) == []
+
+
+class TestWithoutDockerSdk:
+    """The docker SDK is an optional extra; without it the docker and swarm backends say how to get it.
+
+    The SDK is installed in this test's Python (other tests drive a real engine with it), so
+    ``import docker`` is made to fail as an absent package does (``sys.modules["docker"] =
+    None``), as TestWithoutSpark does for pyspark: the server runs in this process.
+    """
+
+    async def test_a_docker_launch_is_503_saying_how_to_get_the_sdk(self, api: Api, appliance_data_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setitem(sys.modules, "docker", None)
+        code, body = await api.call("POST", "appliance", {"template": "spark-livy", "backend": "docker",
+                                                          "id": "nodocker"})
+        assert (code, body["message"]) == (503, DOCKER_MISSING), body
+        # The launch form's select says the same for both SDK backends; local stays available.
+        code, body = await api.call("GET", "templates")
+        assert code == 200, body
+        backends = {b["name"]: (b["available"], b["reason"]) for b in body["backends"]}
+        assert backends == {"local": (True, None), "docker": (False, DOCKER_MISSING),
+                            "swarm": (False, DOCKER_MISSING)}, backends
         assert await api.call("GET", "appliance") == (200, {"appliances": []})
         assert processes_under(appliance_data_dir) == []
 

@@ -30,7 +30,7 @@ from jupyter_spark_appliance.spark.ports import port_is_free
 from jupyter_spark_appliance.spark.standalone import alive_workers
 from jupyter_spark_appliance.store import Store
 
-from appliance_processes import gone, record_pids
+from appliance_processes import gone, record_pids, wait_gone
 
 pytestmark = pytest.mark.spark
 
@@ -268,12 +268,18 @@ async def test_failed_launch_cleans_up_and_reports(api, jp_fetch, appliance_data
     worker_state = container(model, "spark-worker")["state"]
     assert nodes["spark-worker"]["state"] == worker_state and nodes["spark-worker"]["text"].startswith(worker_state)
     assert nodes["spark-worker"]["stroke"] != RUNNING_GREEN and edges == {("spark-worker", "spark-master")}
-    await asyncio.sleep(0.5)
+    def master_states() -> list[str]:
+        return [e["instance"]["state"] for e in events
+                if e.get("id") == "broken" and e.get("instance", {}).get("container") == "spark-master"]
+
+    deadline = time.monotonic() + 30  # the stream may trail the model the test polled
+    while "failed" not in master_states():
+        assert time.monotonic() < deadline, master_states()
+        await asyncio.sleep(0.1)
     stream.cancel()
-    master_states = [e["instance"]["state"] for e in events
-                     if e.get("id") == "broken" and e.get("instance", {}).get("container") == "spark-master"]
-    transitions = [s for i, s in enumerate(master_states) if i == 0 or master_states[i - 1] != s]
-    assert transitions[:3] == ["pending", "staging", "failed"], master_states
+    states = master_states()
+    transitions = [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s]
+    assert transitions[:3] == ["pending", "staging", "failed"], states
     assert (await api.call("DELETE", "appliance/broken"))[0] == 204
 
 
@@ -330,7 +336,7 @@ async def test_restart_shows_vanished_as_failed_and_shutdown_leaves_no_jvm(api, 
     manager = jp_serverapp.web_app.settings["spark_appliance_manager"]
     manager._monitor.cancel()  # the server is "down": nobody watches while the JVM dies
     os.kill(vanishing[0], signal.SIGKILL)
-    await asyncio.sleep(1)
+    assert wait_gone(vanishing[:1], 30) == []  # exited (a zombie), as the re-adoption will find it
 
     restarted = ApplianceManager(Store(appliance_data_dir),
                                  {"local": lambda: LocalBackend(LocalConfig(), Store(appliance_data_dir).dir)},
@@ -366,8 +372,12 @@ async def test_delete_during_launch_stops_what_started(api, appliance_data_dir):
         {"id": "spark-worker", "type": "service", "image": "spark-worker", "resources": {"cpus": 1, "mem": 512},
          "args": ["@spark-master:7077"], "instances": 2}]}
     assert (await api.call("POST", "appliance", spec))[0] == 201
-    await asyncio.sleep(0.3)  # the master is starting; the workers wait for it
-    started = record_pids(appliance_data_dir, "hasty")
+    # As soon as the master's process is recorded (the workers wait for it to be ALIVE): a fixed
+    # sleep here was a guess at how long the record's saves take on a loaded machine.
+    deadline = time.monotonic() + 30
+    while not (started := record_pids(appliance_data_dir, "hasty")):
+        assert time.monotonic() < deadline, "no process recorded within 30 s of the POST"
+        await asyncio.sleep(0.05)
     assert (await api.call("DELETE", "appliance/hasty"))[0] == 204
     assert started and all(gone(p) for p in started)
     assert (await api.call("GET", "appliance"))[1] == {"appliances": []}

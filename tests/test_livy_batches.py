@@ -77,6 +77,15 @@ def gateway(tmp_path_factory, spark_secret):
         cluster.stop()
 
 
+def answered_status(ui_url: str, timeout: float = 60) -> dict:
+    """The master's /json/; master_status is None while a loaded master does not answer within 5 s."""
+    deadline = time.monotonic() + timeout
+    while (status := master_status(ui_url)) is None:
+        assert time.monotonic() < deadline, f"the master at {ui_url} did not answer within {timeout:g} s"
+        time.sleep(0.5)
+    return status
+
+
 def wait_state(url: str, bid: int, states: set[str], timeout: float = 300) -> str:
     deadline = time.monotonic() + timeout
     while (state := requests.get(f"{url}/batches/{bid}/state", auth=AUTH).json()["state"]) not in states:
@@ -98,7 +107,7 @@ def test_a_pyspark_batch_runs_to_success_with_its_result_in_the_log(gateway, tmp
     info = requests.get(f"{url}/batches/{batch.batch_id}", auth=AUTH).json()
     assert info["name"] == "squares" and info["appId"].startswith("app-"), info
     # The application is registered with the authenticated master under its id.
-    assert info["appId"] in [a["id"] for a in master_status(cluster.ui_url)["activeapps"]]
+    assert info["appId"] in [a["id"] for a in answered_status(cluster.ui_url)["activeapps"]]
     # spark-submit, its JVM and the Python application: no secret, no conf value on a command line.
     tree = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
     assert any("SparkSubmit" in " ".join(p.cmdline()) for p in tree)
@@ -146,7 +155,7 @@ def test_batch_kill_and_bad_requests(gateway, tmp_path):
     assert requests.delete(f"{url}/batches/{bid}", auth=AUTH).json() == {"msg": "deleted"}
     assert requests.get(f"{url}/batches/{bid}", auth=AUTH).status_code == 404
     deadline = time.monotonic() + 60
-    while [a for a in master_status(gateway[2].ui_url)["activeapps"] if a["name"] == f"livy-batch-{bid}"]:
+    while [a for a in answered_status(gateway[2].ui_url)["activeapps"] if a["name"] == f"livy-batch-{bid}"]:
         assert time.monotonic() < deadline
         time.sleep(0.5)
     for body, words in (({}, "file"), ({"file": "relative.py"}, "absolute"), ({"file": "/no/such.py"}, "not exist"),

@@ -170,9 +170,11 @@ def test_a_starved_driver_says_so_and_runs_once_the_core_is_free(cluster, tmp_pa
         holder = open_sessions(url, 1)[0]
         r = requests.post(f"{url}/sessions/{holder}/statements", json={"code": hold})
         hold_path = f"/sessions/{holder}/statements/{r.json()['id']}"
-        # The default driver's executor runs the holding task on the worker's only core.
-        wait_until(lambda: master_status(cluster.ui_url)["coresused"] == 1 and executors() == {"livy-gateway-1": 1},
-                   120, lambda: (master_status(cluster.ui_url), get(hold_path)))
+        # The default driver's executor runs the holding task on the worker's only core, as the
+        # master says and as the gateway's own copy of its status says (read every 2 s).
+        wait_until(lambda: (master_status(cluster.ui_url) or {}).get("coresused") == 1
+                   and executors() == {"livy-gateway-1": 1} and get("/appliance/resources")["cores_free"] == 0,
+                   120, lambda: (master_status(cluster.ui_url), get(hold_path), get("/appliance/resources")))
 
         # Other settings need another driver (another application), which cannot get a core:
         # its session says so in its log as soon as it exists.

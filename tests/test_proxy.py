@@ -140,8 +140,14 @@ async def test_every_ui_through_the_jupyter_server_under_its_base_url(api, serve
     assert out["output"]["status"] == "ok" and out["output"]["data"]["text/plain"] == "100", out
 
     # The gateway's driver is a running application, with its UI under the prefix.
-    apps = (await get_json(server, PREFIX + "applications"))["applications"]
-    gateway = next(a for a in apps if a["name"].startswith("livy-gateway"))
+    async def gateway_app_done() -> dict[str, Any] | None:
+        # Spark's status store hears of the job's end on its listener thread, after the statement
+        # has its result: the latest job may still read RUNNING for a moment.
+        apps = (await get_json(server, PREFIX + "applications"))["applications"]
+        app = next(a for a in apps if a["name"].startswith("livy-gateway"))
+        return app if app["jobs"] and app["jobs"][0]["status"] != "RUNNING" else None
+
+    gateway = await until("the count() job to end in the gateway's application", gateway_app_done, timeout=30)
     assert gateway["ui"] == f"{PREFIX}sparkui/proxy/{gateway['id']}/" and gateway["error"] is None
     assert gateway["jobs"][0]["status"] == "SUCCEEDED"  # the count() above, the latest job
     assert gateway["jobs"][0]["progress"]["progress"] == 1.0

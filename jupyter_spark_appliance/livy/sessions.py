@@ -404,11 +404,13 @@ class SessionManager:
     # ------------------------------------------------------------------ drivers
 
     async def start(self) -> None:
-        await self.refresh_cluster()
         if self.config.warm:
+            # Before the first await: the server listens already, and a session created while the
+            # cluster's status is read would otherwise start a driver of its own beside the warm one.
             # Warmed at low priority: on a small machine it would otherwise compete with the
             # workers that are starting at the same moment (measured: +0.5 s to cluster ready).
             self._new_driver(self._key(self.config.default_conf), self.config.default_conf, nice=10)
+        await self.refresh_cluster()
         self._tasks = [asyncio.ensure_future(self._watch()), asyncio.ensure_future(self._poll_master())]
 
     @staticmethod
