@@ -502,7 +502,8 @@ class _Validator:
             value = self._number(obj[key], f"{path}.{key}", positive=True)
             low, high, unit = bounds[key]
             if value is not None and not low <= value <= high:
-                self.fail(f"{path}.{key}", f"must be between {low:g} and {high:g}{unit}, not {value:g}")
+                # .10g: 4194304 MB and 4194305 stay readable (:g would print both as 4.1943e+06).
+                self.fail(f"{path}.{key}", f"must be between {low:.10g} and {high:.10g}{unit}, not {value:.10g}")
                 value = None
             values[key] = value
         if "disk" in obj:

@@ -31,6 +31,33 @@ async def test_bad_specs_are_400_with_paths(api):
     assert code == 400 and body["problems"][0]["path"] == "backend"
 
 
+async def test_every_limit_is_a_400_naming_the_field_over_http(api):
+    def doc(**container) -> dict:
+        return {"id": "limits", "containers": [{"id": "m", "type": "service", "image": "spark-master",
+                                                "resources": {"cpus": 1, "mem": 512}, **container}]}
+
+    many = doc()
+    many["containers"] = [{**many["containers"][0], "id": f"m{i}"} for i in range(33)]
+    cases = [
+        (many, "containers", "must list at most 32 containers, not 33"),
+        (doc(instances=65), "containers[0].instances", "must be at most 64, not 65"),
+        (doc(resources={"cpus": 0.001, "mem": 512}), "containers[0].resources.cpus",
+         "must be between 0.01 and 1024, not 0.001"),
+        (doc(resources={"cpus": 1025, "mem": 512}), "containers[0].resources.cpus",
+         "must be between 0.01 and 1024, not 1025"),
+        (doc(resources={"cpus": 1, "mem": 0.5}), "containers[0].resources.mem",
+         "must be between 1 and 4194304 MB, not 0.5"),
+        (doc(resources={"cpus": 1, "mem": 4 * 1024 * 1024 + 1}), "containers[0].resources.mem",
+         "must be between 1 and 4194304 MB, not 4194305"),
+        ({**doc(), "id": "a" * 41}, "id", "must be at most 40 characters, not 41"),
+        (doc(id="c" * 41), "containers[0].id", "must be at most 40 characters, not 41"),
+    ]
+    for body, path, message in cases:
+        code, reply = await api.call("POST", "appliance", body)
+        assert code == 400 and {"path": path, "message": message} in reply["problems"], (path, reply)
+    assert (await api.call("GET", "appliance"))[1] == {"appliances": []}
+
+
 async def test_the_local_backend_refuses_what_it_cannot_run(api):
     doc = json.loads(PIVOT_TEXT.replace('{ "container_port": 8080 }\n', '{ "container_port": 8080 },\n'))
     # An image no role of the catalogue matches (the seed's sparkmagic one now has a role).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,13 @@ class EventStream:
 
     def close(self) -> None:
         self._task.cancel()
+
+
+def free_port() -> int:
+    """A port free on every address now (the kernel's pick), for a spec's fixed host_port."""
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
 
 
 def master_spec(app_id: str, **extra: Any) -> dict[str, Any]:
@@ -139,6 +147,35 @@ class TestWithoutDockerSdk:
         assert processes_under(appliance_data_dir) == []
 
 
+class TestDefaultBackend:
+    """``c.SparkApplianceApp.backend``: a launch that names no backend goes to the configured one.
+
+    The Docker engine is a socket nobody listens on, so each SDK backend answers with its own
+    503 and nothing starts (a real engine's launch is the Docker and Swarm tests' work).
+    """
+
+    @pytest.fixture(params=["docker", "swarm"])
+    def backend(self, request: pytest.FixtureRequest) -> str:
+        return request.param
+
+    @pytest.fixture
+    def jp_server_config(self, appliance_data_dir: Path, backend: str) -> dict[str, Any]:
+        return server_config(appliance_data_dir, backend=backend)
+
+    async def test_a_launch_without_backend_uses_the_configured_one(
+            self, api: Api, backend: str, appliance_data_dir: Path, tmp_path: Path,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+        code, body = await api.call("GET", "templates")
+        assert code == 200 and body["default_backend"] == backend, body
+        code, body = await api.call("POST", "appliance", {"template": "spark-livy", "id": "configured"})
+        assert code == 503 and "Docker engine is not reachable" in body["message"], body
+        if backend == "swarm":
+            assert "The swarm backend needs an engine that is a swarm manager" in body["message"], body
+        assert await api.call("GET", "appliance") == (200, {"appliances": []})
+        assert processes_under(appliance_data_dir) == []
+
+
 # ------------------------------------- one master JVM: spark_home, bind_host 0.0.0.0, events, list, status
 
 
@@ -158,15 +195,23 @@ class TestOneMasterJvm:
     @pytest.fixture
     def jp_server_config(self, appliance_data_dir: Path, linked_spark_home: Path) -> dict[str, Any]:
         return server_config(appliance_data_dir, spark_home=str(linked_spark_home), bind_host="0.0.0.0",
-                             log_max_bytes=ROTATE_AT, log_backups=0)
+                             log_max_bytes=ROTATE_AT, log_backups=0, write_sparkmagic_config=False,
+                             cds_dir=str(appliance_data_dir.parent / "cds-off"))
 
     async def test_spark_home_all_addresses_events_listing_failure_reason_and_status(
             self, api: Api, jp_fetch: Any, jp_serverapp: Any, jp_base_url: str, appliance_data_dir: Path,
-            linked_spark_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+            linked_spark_home: Path, sparkmagic_conf_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("SPARK_HOME", raising=False)  # the server's (and so the JVM's) environment
         app_id, broken_id = unique("claims"), unique("broken")
         everything = await EventStream(jp_fetch, "events").open()
-        code, model = await api.call("POST", "appliance", master_spec(app_id))
+        # A port named "livy" is a Livy endpoint to the Sparkmagic wiring (as the livy role's is):
+        # with write_sparkmagic_config = False it is never written into Sparkmagic's config.
+        spec = master_spec(app_id)
+        spec["containers"][0]["ports"].append({"container_port": 6066, "name": "livy"})
+        # A non-zero host_port is used as it is (the RPC port: the JVM must listen on it).
+        fixed_rpc = free_port()
+        spec["containers"][0]["ports"][1]["host_port"] = fixed_rpc
+        code, model = await api.call("POST", "appliance", spec)
         assert code == 201, model
         # Subscribed while the launch is under way: a snapshot, then this appliance's changes only.
         mine = await EventStream(jp_fetch, "appliance", app_id, "events").open()
@@ -187,17 +232,38 @@ class TestOneMasterJvm:
             assert "Error occurred during initialization of VM" in reason, reason
             assert container(broken, "spark-master")["instance_states"][0]["reason"] in reason
 
+            # Its logs over REST: exactly the last `tail` lines the JVM's log holds (it has exited: they stay
+            # put), of the instance asked for; none for an instance it does not have; a bad tail is a 400.
+            written = (appliance_data_dir / broken_id / "logs" / "spark-master-0.log").read_text().splitlines()
+            assert len(written) > 3, written
+            logs_path = f"appliance/{broken_id}/container/spark-master/logs"
+            code, body = await api.call("GET", f"{logs_path}?tail=2&instance=0")
+            assert code == 200 and [(i["index"], i["lines"]) for i in body["instances"]] == [(0, written[-2:])], body
+            code, body = await api.call("GET", f"{logs_path}?tail=3")
+            assert code == 200 and [i["lines"] for i in body["instances"]] == [written[-3:]], body
+            assert (await api.call("GET", f"{logs_path}?instance=1"))[1]["instances"] == []
+            code, body = await api.call("GET", f"{logs_path}?tail=many")
+            assert code == 400 and body["problems"][0]["path"] == "tail", body
+
             # spark_home: the master JVM runs from the configured path (its classpath), not pyspark's own.
             (pid,) = record_pids(appliance_data_dir, app_id)
             argv = psutil.Process(pid).cmdline()
             classpath = argv[argv.index("-cp") + 1]
             assert f"{linked_spark_home}/jars/*" in classpath.split(":"), classpath
+            # class_data_sharing = False: the JVM neither records an archive nor starts from one.
+            assert not [a for a in argv if a.startswith(("-XX:SharedArchiveFile", "-XX:ArchiveClassesAtExit"))], argv
+
+            # write_sparkmagic_config = False: a running Livy endpoint, and Sparkmagic's config untouched.
+            assert model["links"]["livy"].startswith("http://127.0.0.1:"), model["links"]
+            assert model["sparkmagic"] is None, model["sparkmagic"]
+            assert list(sparkmagic_conf_dir.iterdir()) == []
 
             # bind_host 0.0.0.0: the JVM listens on every address; endpoints and links name 127.0.0.1.
             sockets = listening(pid)
             assert sockets and {host for host, _ in sockets} <= {"0.0.0.0", "::"}, sockets
+            assert fixed_rpc in {port for _, port in sockets}, (fixed_rpc, sockets)
             endpoints = container(model, "spark-master")["endpoints"]
-            assert {e["container_port"] for e in endpoints} == {7077, 8080}
+            assert {e["container_port"] for e in endpoints} == {6066, 7077, 8080}
             assert all(e["host"] == "127.0.0.1" for e in endpoints), endpoints
             ui_port = next(e["host_port"] for e in endpoints if e["container_port"] == 8080)
             assert model["links"]["spark-ui"] == f"http://127.0.0.1:{ui_port}"
@@ -209,6 +275,7 @@ class TestOneMasterJvm:
             log = appliance_data_dir / app_id / "logs" / "spark-master-0.log"
             assert b"New state: ALIVE" in log.read_bytes() and log.stat().st_size < ROTATE_AT, log.stat()
             rpc = next(e["host_port"] for e in endpoints if e["container_port"] == 7077)
+            assert rpc == fixed_rpc
 
             async def rotated() -> bool:
                 if b"New state: ALIVE" not in log.read_bytes():
@@ -270,6 +337,9 @@ class TestOneMasterJvm:
             for a in (app_id, broken_id):
                 assert (await api.call("DELETE", f"appliance/{a}"))[0] == 204
         assert wait_gone([pid]) == []
+        # Stopped: a master with CDS on would have written its archive into cds_dir as it exited.
+        cds_off = appliance_data_dir.parent / "cds-off"
+        assert not cds_off.exists() or not [p for p in cds_off.rglob("*") if p.is_file()], list(cds_off.rglob("*"))
 
 
 # ------------------------------------------------------------- jupyter_server's authorizer

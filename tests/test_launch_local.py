@@ -93,7 +93,7 @@ async def wait_until(predicate, timeout: float = 240, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir):
+async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir, shared_cds_dir):
     user_config = {"kernel_python_credentials": {"url": "http://user-livy:8998", "username": "", "password": "",
                                                  "auth": "None"},
                    "custom_headers": {"X-Mine": "keep"}, "logging_config": {"version": 1}}
@@ -112,6 +112,13 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
         assert c["state"] == "running"
         for ep in c["endpoints"]:
             assert ep["host"] == "127.0.0.1" and ep["protocol"] == "tcp" and ep["host_port"] > 0
+    # cds_dir, configured (conftest's config file names the run's shared dir): the daemons start from its archives.
+    daemons = {main: psutil.Process(pid).cmdline() for pid in record_pids(appliance_data_dir, "spark-livy")
+               for main in ("deploy.master.Master", "deploy.worker.Worker")
+               if f"org.apache.spark.{main}" in psutil.Process(pid).cmdline()}
+    for main, argv in daemons.items():
+        assert [a for a in argv if a.startswith(f"-XX:SharedArchiveFile={shared_cds_dir}/")], (main, argv)
+    assert len(daemons) == 2, daemons
 
     # The dependency graph page: one node per container with its live state, an arrow from each
     # container's dependency to it.

@@ -93,22 +93,33 @@ def run_everywhere(url: str, ids: list[int], code: str, times: int) -> list[Trac
         return [t for traces in pool.map(one, ids) for t in traces]
 
 
-def assert_never_silent(traces: list[Trace], limit: float = 60.0) -> None:
-    """No statement was seen running with no progress and no notice longer than ``limit`` after submission.
+def assert_never_silent(traces: list[Trace], limit: float = 90.0) -> None:
+    """No statement was seen running with no progress and no notice for ``limit`` seconds in a row.
 
-    A hang is minutes of silence; the gateway's notice comes after 3 s of waiting. The bound is
-    generous because on 2 busy cores 40 sessions' statements spend a while in the shared driver's
-    Python before their job even exists (34.7 s was seen in a loaded CI run), and that is not a
-    wait for the cluster.
+    A stretch of silence starts at submission or at the last sample that had progress or a
+    notice; a hang is minutes of it. (Progress 0 with no notice is also what a statement shows
+    while its task runs and none has finished, so a statement whose task runs late is not
+    silent since submission, only since its last notice.) The gateway's notice comes 3 s into a
+    wait its driver reports, but on 2 busy cores the shared driver is slow to report at all:
+    20 sessions' first statements spent 18-21 s in its Python before their jobs existed and got
+    their first notice 45 s after submission in a CI run at load 7-8 (a Docker test beside it);
+    34.7 s was seen in an earlier one. That is a slow driver, not a wait nobody is told about.
     """
     for trace in traces:
-        silent = [t - trace.submitted for t, state, progress, notice in trace.samples
-                  if state == "running" and progress == 0 and not notice]
-        assert not silent or max(silent) < limit, (trace.sid, trace.samples)
+        since, longest = trace.submitted, 0.0
+        for t, state, progress, notice in trace.samples:
+            if state == "running" and progress == 0 and not notice:
+                longest = max(longest, t - since)
+            else:
+                since = t
+        assert longest < limit, (trace.sid, longest, trace.samples)
 
 
 def test_20_then_40_sessions_at_once_share_the_warm_driver_and_all_finish(cluster, tmp_path):
     with gateway(cluster, tmp_path) as url:
+        # The default driver starts with the gateway, before any session asks for one.
+        drivers = requests.get(f"{url}/appliance/resources").json()["drivers"]
+        assert [(d["name"], d["sessions"]) for d in drivers] == [("livy-gateway-1", 0)], drivers
         for n, times in ((20, 3), (40, 2)):
             ids = open_sessions(url, n)
             # Packed by what they need (the default settings): one driver, one Spark application.
@@ -124,7 +135,7 @@ def test_20_then_40_sessions_at_once_share_the_warm_driver_and_all_finish(cluste
             assert all(t.final["progress"] == 1.0 for t in traces)
             assert_never_silent(traces)
             resources = requests.get(f"{url}/appliance/resources").json()
-            assert [d["app_id"] for d in resources["drivers"]] == list(apps)
+            assert [(d["name"], d["app_id"]) for d in resources["drivers"]] == [("livy-gateway-1", apps.pop())]
             assert resources["waiting_sessions"] == 0 and resources["cores_total"] == 1
             with ThreadPoolExecutor(8) as pool:
                 assert all(r.json() == {"msg": "deleted"}
@@ -142,7 +153,9 @@ def test_past_the_per_driver_limit_sessions_share_a_driver_when_the_cluster_has_
                   if any("more than its 4" in line for line in requests.get(f"{url}/sessions/{sid}/log").json()["log"])]
         assert len(shared) == 6, shared
         traces = run_everywhere(url, ids, COUNT, 1)
-        assert [t.final["output"]["data"]["text/plain"] for t in traces] == ["1000"] * 10
+        outputs = [t.final["output"] for t in traces]
+        assert [(o.get("data") or {}).get("text/plain") for o in outputs] == ["1000"] * 10, (
+            outputs, [requests.get(f"{url}/sessions/{t.sid}/log").json()["log"][-8:] for t in traces])
         assert_never_silent(traces)
 
 

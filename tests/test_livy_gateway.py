@@ -167,6 +167,13 @@ def test_protocol_shapes_states_and_errors(gateway):
     stmt = run_statement(gateway, sid, "SELECT 1 AS one, 'a' AS letter", kind="sql")
     data = stmt["output"]["data"]["application/json"]
     assert data["data"] == [[1, "a"]] and [f["name"] for f in data["schema"]["fields"]] == ["one", "letter"]
+    # A session of kind sql: its statements, with no kind of their own, are SQL (Livy's SQL interpreter).
+    sql_sid = requests.post(f"{gateway}/sessions", json={"kind": "sql"}).json()["id"]
+    assert wait_session(gateway, sql_sid)["kind"] == "sql"
+    data = run_statement(gateway, sql_sid, "SELECT 2 AS two")["output"]["data"]["application/json"]
+    assert data["data"] == [[2]] and [f["name"] for f in data["schema"]["fields"]] == ["two"], data
+    assert run_statement(gateway, sql_sid, "SELECT x")["output"]["ename"] == "AnalysisException"  # no Python x here
+    requests.delete(f"{gateway}/sessions/{sql_sid}")
 
     stmt = run_statement(gateway, sid, "undefined_name")
     assert stmt["state"] == "available" and stmt["output"]["status"] == "error"
@@ -209,6 +216,26 @@ def test_matplot_magic_returns_a_png(gateway):
     requests.delete(f"{gateway}/sessions/{sid}")
 
 
+def test_pyspark_sessions_sharing_a_driver_keep_their_names_sql_conf_and_temp_views(gateway):
+    a, b = (requests.post(f"{gateway}/sessions", json={"kind": "pyspark"}).json()["id"] for _ in range(2))
+    assert wait_session(gateway, a)["appId"] == wait_session(gateway, b)["appId"]  # one driver, one application
+
+    def value(sid: int, code: str) -> str:
+        out = run_statement(gateway, sid, code)["output"]
+        assert out["status"] == "ok", out
+        return out["data"]["text/plain"]
+
+    value(a, "only_a = 1\nspark.conf.set('spark.sql.shuffle.partitions', '7')\n"
+             "spark.range(3).createOrReplaceTempView('view_of_a')")
+    views_and_conf = "(spark.catalog.tableExists('view_of_a'), spark.conf.get('spark.sql.shuffle.partitions'))"
+    assert value(a, f"('only_a' in globals(),) + {views_and_conf}") == "(True, True, '7')"
+    assert value(b, f"('only_a' in globals(),) + {views_and_conf}") == "(False, False, '200')"
+    # What they share is the SparkContext: one application.
+    assert value(a, "sc.applicationId") == value(b, "sc.applicationId")
+    for sid in (a, b):
+        requests.delete(f"{gateway}/sessions/{sid}")
+
+
 def test_heartbeat_timeout_ends_an_abandoned_session(gateway):
     r = requests.post(f"{gateway}/sessions", json={"kind": "pyspark", "heartbeatTimeoutInSecond": 2})
     sid = r.json()["id"]
@@ -225,15 +252,23 @@ def test_heartbeat_timeout_ends_an_abandoned_session(gateway):
 
 
 def test_driver_settings_get_their_own_driver_and_a_crash_makes_it_dead(gateway):
-    r = requests.post(f"{gateway}/sessions", json={"kind": "pyspark", "executorMemory": "600m",
+    # (2-core executors do not fit this cluster's 1-core worker: this session runs no Spark job.)
+    r = requests.post(f"{gateway}/sessions", json={"kind": "pyspark", "executorMemory": "600m", "executorCores": 2,
                                                     "conf": {"spark.sql.shuffle.partitions": "3"}})
     sid = r.json()["id"]
     assert wait_session(gateway, sid)["state"] == "idle"
-    out = run_statement(gateway, sid, "(sc.getConf().get('spark.executor.memory'), "
-                                      "spark.conf.get('spark.sql.shuffle.partitions'))")
-    assert out["output"]["data"]["text/plain"] == "('600m', '3')"
+    executor_conf = "(sc.getConf().get('spark.executor.memory'), sc.getConf().get('spark.executor.cores'))"
+    out = run_statement(gateway, sid, f"{executor_conf} + (spark.conf.get('spark.sql.shuffle.partitions'),)")
+    assert out["output"]["data"]["text/plain"] == "('600m', '2', '3')"
     shared = requests.post(f"{gateway}/sessions", json={"kind": "pyspark"}).json()["id"]
     assert wait_session(gateway, shared)["state"] == "idle"
+    # The defaults: executors of 512 MB and 1 core, released after 20 s idle (30 s holding shuffle
+    # files, 10 min holding cached blocks).
+    assert run_statement(gateway, shared, executor_conf)["output"]["data"]["text/plain"] == "('512m', '1')"
+    idle_conf = "tuple(sc.getConf().get('spark.dynamicAllocation.' + k) for k in " \
+                "('enabled', 'executorIdleTimeout', 'shuffleTracking.timeout', 'cachedExecutorIdleTimeout'))"
+    assert run_statement(gateway, shared, idle_conf)["output"]["data"]["text/plain"] == \
+        "('true', '20s', '30s', '10min')"
     assert wait_session(gateway, sid)["appId"] != wait_session(gateway, shared)["appId"]
 
     # Kill this session's interpreter: it goes dead with the reason in its log; the

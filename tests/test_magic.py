@@ -160,5 +160,10 @@ async def test_cell_magic_launches_the_cells_appliance(api, kernel_env):
     assert rpc, out[2]
     assert any(f"Starting Spark master at spark://127.0.0.1:{rpc.group(1)}" in line for line in long), out[4]
     assert any("I have been elected leader! New state: ALIVE" in line for line in long), out[4]
+    # The UI's endpoint is where the JVM says its MasterUI started, and its link names the same port.
+    ui = re.search(r"spark-master\[0\] spark-ui 127\.0\.0\.1:(\d+) \(container port 8080/tcp\) "
+                   r"http://127\.0\.0\.1:(\d+)", out[2])
+    assert ui and ui.group(1) == ui.group(2), out[2]
+    assert any(f"Successfully started service 'MasterUI' on port {ui.group(1)}." in line for line in long), out[4]
     assert "from-cell stopped and removed" in out[5]
     assert (await api.call("GET", "appliance/from-cell"))[0] == 404

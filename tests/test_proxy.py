@@ -142,10 +142,11 @@ async def test_every_ui_through_the_jupyter_server_under_its_base_url(api, serve
     # The gateway's driver is a running application, with its UI under the prefix.
     async def gateway_app_done() -> dict[str, Any] | None:
         # Spark's status store hears of the job's end on its listener thread, after the statement
-        # has its result: the latest job may still read RUNNING for a moment.
+        # has its result: the latest job may still read RUNNING for a moment. And on a loaded
+        # machine the driver's UI may not answer through the master yet ("error" says so).
         apps = (await get_json(server, PREFIX + "applications"))["applications"]
         app = next(a for a in apps if a["name"].startswith("livy-gateway"))
-        return app if app["jobs"] and app["jobs"][0]["status"] != "RUNNING" else None
+        return app if app["jobs"] and app["jobs"][0]["status"] != "RUNNING" and app["error"] is None else None
 
     gateway = await until("the count() job to end in the gateway's application", gateway_app_done, timeout=30)
     assert gateway["ui"] == f"{PREFIX}sparkui/proxy/{gateway['id']}/" and gateway["error"] is None
@@ -180,6 +181,13 @@ async def test_every_ui_through_the_jupyter_server_under_its_base_url(api, serve
     assert any(0 < p < 1 for p in seen), seen
     assert seen == sorted(seen), seen  # never going back
     assert job["progress"] == {"tasks": 40, "done": 40, "active": 0, "failed": 0, "progress": 1.0}
+
+    # DELETE through the proxy ends the session, as Livy's own DELETE does.
+    r = await http(server, "DELETE", session)
+    assert (r.code, json.loads(r.body)) == (200, {"msg": "deleted"}), r.body
+    assert (await http(server, "GET", session)).code == 404
+    sessions = (await get_json(server, PREFIX + "livy/sessions"))["sessions"]
+    assert session.rsplit("/", 1)[1] not in [str(s["id"]) for s in sessions], sessions
 
     # Without a Jupyter login nothing is served: pages redirect to the login, the API and Livy are refused.
     for path in ("sparkui/", model["ui"]["worker-ui"][len(PREFIX):], "applications", "livy/sessions"):

@@ -94,6 +94,10 @@ async def kill_and_heal(api, app_id: str, kill) -> None:
 
     # The master killed: it comes back on its ports, Livy restarts with it (its drivers'
     # applications lived in the old master), the worker registers again.
+    def ports(m: dict, cid: str) -> dict[int, int]:
+        return {e["container_port"]: e["host_port"] for e in container(m, cid)["instance_states"][0]["endpoints"]}
+
+    before = {cid: ports(model, cid) for cid in ("spark-master", "livy")}
     kill(model, "spark-master")
     model = await wait_model(api, app_id, restarted_running("spark-master", 1), "the master to come back")
     master = container(model, "spark-master")["instance_states"][0]
@@ -101,6 +105,8 @@ async def kill_and_heal(api, app_id: str, kill) -> None:
     model = await wait_model(api, app_id, lambda m: m["state"] == "running" and "spark-ui" in m["links"]
                              and alive_workers(m["links"]["spark-ui"]) == 1, "the worker to re-register", 300)
     assert container(model, "livy")["restarts"] >= 1
+    # Both replacements are where they were: the workers' master URL and Sparkmagic's Livy URL still hold.
+    assert {cid: ports(model, cid) for cid in before} == before, before
     _, creds = await api.call("GET", f"appliance/{app_id}/credentials")
     login = (creds["livy"]["username"], creds["livy"]["password"])
     output = await livy_statement(creds["livy"]["url"], "spark.range(10).count()", login)

@@ -7,7 +7,8 @@ Livy session's long job, on a driver of its own, holds the only core. A second
 session with other driver settings gets another driver, whose statement can get no
 executor, and so does a real Sparkmagic ``pysparkkernel`` cell (a default
 session, on the gateway's warm driver). The model's ``resources`` (asked of the gateway by the
-server) says so within seconds, with the gateway's message; both statements end
+server) says so within seconds, with the gateway's message, and so does the notebook widget
+(its words and its "Add a worker" button shown); both statements end
 with that message and the limit, which is what the Sparkmagic cell prints; the
 scale request the panel's and the widget's "Add a worker" button sends lets the
 statement run again and finish, and ``resources`` is no longer short.
@@ -16,11 +17,15 @@ statement run again and finish, and ``resources`` is no longer short.
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import time
 
 import pytest
 import sparkmagic
+
+from jupyter_spark_appliance.client import ApplianceClient
+from jupyter_spark_appliance.widgets import ApplianceView
 
 from kernels import run_kernel_process
 from test_self_healing import livy_request
@@ -40,7 +45,8 @@ async def until(check, what: str, timeout: float = 240):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api, sparkmagic_conf_dir):
+async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api, sparkmagic_conf_dir, jp_serverapp,
+                                                                         jp_base_url):
     limit = 30
     body = {"template": "spark-livy", "id": "full", "workers": 1, "worker_cores": 1, "connect": False,
             "resource_wait_limit": limit}
@@ -70,8 +76,15 @@ async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api, spa
         "pysparkkernel", ["spark.range(10).count()"], env={"SPARKMAGIC_CONF_DIR": str(sparkmagic_conf_dir)},
         kernel_dirs=[os.path.join(os.path.dirname(sparkmagic.__file__), "kernels")]))
 
+    # The notebook widget (%spark_appliance status) reads the model: it polls here, so what it shows
+    # is checked against the very model it rendered. (In this process, in a thread: its client blocks.)
+    client = ApplianceClient(f"http://127.0.0.1:{jp_serverapp.port}{jp_base_url}",
+                             jp_serverapp.identity_provider.token)
+    view = await asyncio.to_thread(ApplianceView, client, "full", "spark-worker", 3600.0)
+    assert view.short_box.layout.display == "none"  # nothing waits yet
+
     async def short():
-        _, m = await api.call("GET", "appliance/full")
+        m = await asyncio.to_thread(view.refresh)
         return m if (m.get("resources") or {}).get("short") else None
 
     # "short" holds from the notice (3 s into the wait) until the give-up: a generous deadline
@@ -80,6 +93,9 @@ async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api, spa
     res = model["resources"]
     assert res["waiting_sessions"] >= 1 and res["cores_free"] == 0 and res["cores_total"] == 1, res
     assert "scale the workers" in res["message"], res
+    # The widget says the same, with its "Add a worker" button shown beside the words.
+    assert view.short_box.layout.display == "flex" and view.short.value == html.escape(res["message"])
+    assert view.short_box.children == (view.short, view.add_worker) and view.add_worker.description == "Add a worker"
 
     def statement(sid: int, stmt: int):
         st = livy_request(f"{livy}/sessions/{sid}/statements/{stmt}", auth=auth)
@@ -114,4 +130,7 @@ async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api, spa
         return m if m.get("resources") and not m["resources"]["short"] else None
 
     await until(not_short, "the model to stop saying it is short", timeout=60)
+    await asyncio.to_thread(view.refresh)
+    assert view.short_box.layout.display == "none" and view.short.value == ""
+    view.close()
     assert (await api.call("DELETE", "appliance/full"))[0] == 204

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import stat
 import time
 import uuid
@@ -24,6 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 import psutil
 import pytest
 from tornado.httpclient import AsyncHTTPClient
+
+from jupyter_spark_appliance.spark.notebook_server import OWN_LABEXTENSION, SERVER_CONFIG
 
 from appliance_processes import record_pids, wait_gone
 
@@ -94,6 +97,27 @@ def descendants(pids: list[int]) -> list[int]:
     return out
 
 
+async def open_lab(jp_fetch: Any, parts: tuple[str, ...], path: str) -> None:
+    """JupyterLab is the notebook's frontend: its page through the proxy, configured for the proxy's path.
+
+    What a browser gets at ``ui.notebook`` + ``lab``: the page, whose config sends every request
+    of the frontend under the proxy's path, with this project's own panel turned off (it has no
+    server extension in there), and its scripts, which load through the proxy too.
+    """
+    r = await jp_fetch(*parts, "lab")
+    page = r.body.decode()
+    found = re.search(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', page, re.S)
+    assert r.code == 200 and found, page[:2000]
+    config = json.loads(found.group(1))
+    assert config["appName"] == "JupyterLab" and config["baseUrl"] == path, config
+    assert OWN_LABEXTENSION in config["disabledExtensions"], config["disabledExtensions"]
+    scripts = [src for src in re.findall(r'<script src="([^"]+)"', page) if src.startswith(path)]
+    assert scripts, page[:2000]
+    for src in scripts:
+        js = await jp_fetch(*parts, *src[len(path):].split("?")[0].split("/"))
+        assert js.code == 200 and len(js.body) > 1000 and "javascript" in js.headers["Content-Type"], src
+
+
 async def use_the_notebook(jp_fetch: Any, jp_ws_fetch: Any, jp_auth_header: dict[str, str], app_id: str,
                            model: dict[str, Any], jp_base_url: str) -> None:
     """What a user who holds only the outer Jupyter's login does with the notebook: a Spark cell."""
@@ -128,6 +152,7 @@ async def use_the_notebook(jp_fetch: Any, jp_ws_fetch: Any, jp_auth_header: dict
     # The notebook server does not run this extension itself.
     r = await jp_fetch(*parts, "spark-appliance", "templates", raise_error=False)
     assert r.code == 404
+    await open_lab(jp_fetch, parts, path)
 
     r = await jp_fetch(*parts, "api", "kernels", method="POST", body=json.dumps({"name": "pysparkkernel"}))
     assert r.code == 201
@@ -170,6 +195,13 @@ async def test_the_seed_with_its_notebook_runs_spark_on_local(api, jp_fetch, jp_
     for key in ("kernel_python_credentials", "kernel_scala_credentials"):
         assert config[key] == {"url": model["links"]["livy"], "username": creds["livy"]["username"],
                                "password": creds["livy"]["password"], "auth": "Basic_Access"}
+
+    # Its Jupyter dirs are its own, in its work dir: its config (with this extension off), and its
+    # runtime dir, where the server wrote its own runtime file (not into the user's).
+    work = config_file.parent.parent
+    server_config = json.loads((work / "jupyter" / "config" / SERVER_CONFIG).read_text())
+    assert server_config["ServerApp"]["jpserver_extensions"]["jupyter_spark_appliance"] is False
+    assert list((work / "jupyter" / "runtime").glob("jpserver-*.json")), list((work / "jupyter").rglob("*"))
 
     await use_the_notebook(jp_fetch, jp_ws_fetch, jp_auth_header, APP, model, jp_base_url)
 

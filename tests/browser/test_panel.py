@@ -279,9 +279,22 @@ def test_bad_form_value_shows_the_server_message(lab, page):
 
 
 def test_palette_launcher_and_settings_are_registered(lab, page):
-    commands = ["spark-appliance:launch", "spark-appliance:stop", "spark-appliance:scale"]
+    commands = ["spark-appliance:launch", "spark-appliance:stop", "spark-appliance:scale", "spark-appliance:open"]
     for command in commands:
         assert page.evaluate(f"window.jupyterapp.commands.hasCommand('{command}')")
+    # All four in the palette under one "Spark" category; *Show* brings the panel up.
+    page.evaluate("window.jupyterapp.shell.collapseLeft()")
+    assert not page.locator("#jp-spark-appliance-sidebar").is_visible()
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill("Spark")
+    page.locator(".lm-CommandPalette-item", has_text="Show Spark appliances").first.wait_for(timeout=10_000)
+    headers = [t.strip().lower() for t in page.locator(".lm-CommandPalette-header").all_inner_texts()]
+    assert "spark" in headers, headers
+    labels = page.locator(".lm-CommandPalette-item").all_inner_texts()
+    for label in ("Launch Spark cluster", "Stop Spark cluster", "Scale Spark workers", "Show Spark appliances"):
+        assert any(label in t for t in labels), (label, labels)
+    page.locator(".lm-CommandPalette-item", has_text="Show Spark appliances").first.click()
+    page.locator("#jp-spark-appliance-sidebar").wait_for(state="visible", timeout=10_000)
     # The launcher tile.
     page.evaluate("window.jupyterapp.commands.execute('launcher:create')")
     page.locator(".jp-LauncherCard:visible", has_text="Spark cluster").first.wait_for(timeout=30_000)
