@@ -237,12 +237,12 @@ class TestOneMasterJvm:
             written = (appliance_data_dir / broken_id / "logs" / "spark-master-0.log").read_text().splitlines()
             assert len(written) > 3, written
             logs_path = f"appliance/{broken_id}/container/spark-master/logs"
-            code, body = await api.call("GET", f"{logs_path}?tail=2&instance=0")
+            code, body = await api.call("GET", logs_path, tail=2, instance=0)
             assert code == 200 and [(i["index"], i["lines"]) for i in body["instances"]] == [(0, written[-2:])], body
-            code, body = await api.call("GET", f"{logs_path}?tail=3")
+            code, body = await api.call("GET", logs_path, tail=3)
             assert code == 200 and [i["lines"] for i in body["instances"]] == [written[-3:]], body
-            assert (await api.call("GET", f"{logs_path}?instance=1"))[1]["instances"] == []
-            code, body = await api.call("GET", f"{logs_path}?tail=many")
+            assert (await api.call("GET", logs_path, instance=1))[1]["instances"] == []
+            code, body = await api.call("GET", logs_path, tail="many")
             assert code == 400 and body["problems"][0]["path"] == "tail", body
 
             # spark_home: the master JVM runs from the configured path (its classpath), not pyspark's own.

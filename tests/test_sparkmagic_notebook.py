@@ -111,7 +111,7 @@ async def open_lab(jp_fetch: Any, parts: tuple[str, ...], path: str) -> None:
     config = json.loads(found.group(1))
     assert config["appName"] == "JupyterLab" and config["baseUrl"] == path, config
     assert OWN_LABEXTENSION in config["disabledExtensions"], config["disabledExtensions"]
-    scripts = [src for src in re.findall(r'<script src="([^"]+)"', page) if src.startswith(path)]
+    scripts = [src for src in re.findall(r'<script[^>]*\ssrc="([^"]+)"', page) if src.startswith(path)]
     assert scripts, page[:2000]
     for src in scripts:
         js = await jp_fetch(*parts, *src[len(path):].split("?")[0].split("/"))
@@ -196,10 +196,10 @@ async def test_the_seed_with_its_notebook_runs_spark_on_local(api, jp_fetch, jp_
         assert config[key] == {"url": model["links"]["livy"], "username": creds["livy"]["username"],
                                "password": creds["livy"]["password"], "auth": "Basic_Access"}
 
-    # Its Jupyter dirs are its own, in its work dir: its config (with this extension off), and its
-    # runtime dir, where the server wrote its own runtime file (not into the user's).
+    # Its Jupyter files are its own, in its work dir: its server config (with this extension off), and
+    # its runtime dir, where the server wrote its own runtime file (not into the user's).
     work = config_file.parent.parent
-    server_config = json.loads((work / "jupyter" / "config" / SERVER_CONFIG).read_text())
+    server_config = json.loads((work / "jupyter" / SERVER_CONFIG).read_text())
     assert server_config["ServerApp"]["jpserver_extensions"]["jupyter_spark_appliance"] is False
     assert list((work / "jupyter" / "runtime").glob("jpserver-*.json")), list((work / "jupyter").rglob("*"))
 
