@@ -283,6 +283,28 @@ def test_driver_settings_get_their_own_driver_and_a_crash_makes_it_dead(gateway)
         requests.delete(f"{gateway}/sessions/{s}")
 
 
+def test_the_warm_driver_starts_niced_and_a_waiting_session_hurries_it(cluster, tmp_path):
+    # Niced so that it does not slow the workers starting beside it; once a session waits for
+    # it, normal priority (this test runs as root, which may lower niceness; others stay nice).
+    if os.geteuid() != 0:
+        pytest.skip("lowering a process's niceness needs root")
+    proc, url = _start_gateway(cluster, tmp_path)
+    try:
+        (driver,) = [p for p in psutil.Process(proc.pid).children()
+                     if "jupyter_spark_appliance.livy.driver_main" in " ".join(p.cmdline())]
+        niceness = driver.nice()  # read first: if it is still starting after, it was niced then
+        if requests.get(f"{url}/appliance/resources").json()["drivers"][0]["state"] == "starting":
+            assert niceness == 10  # (a fast machine may have it ready already: "ready" reniced it)
+        sid = requests.post(f"{url}/sessions", json={"kind": "pyspark"}).json()["id"]
+        assert driver.nice() == 0
+        assert wait_session(url, sid)["state"] == "idle"
+        tree = [driver, *driver.children(recursive=True)]
+        assert {p.nice() for p in tree} == {0}, [(p.pid, p.name(), p.nice()) for p in tree]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def test_basic_auth_and_csrf(cluster, tmp_path):
     proc, url = _start_gateway(cluster, tmp_path, "--no-warm", "--username", "alice",
                                env={"LIVY_GATEWAY_PASSWORD": "s3cret"})

@@ -189,6 +189,18 @@ class DriverProcess:
             self.error = self.error or f"the driver process exited with code {event.get('code')}"
         self.on_event(self, event)
 
+    def hurry(self) -> None:
+        """Back to normal priority while still starting, because a session now waits for this driver.
+
+        The warm driver starts niced so that it does not slow the workers starting beside it;
+        once a user waits on it, it is the thing to finish first (a niced JVM on a loaded
+        machine took over 60 s to start, past Sparkmagic's session timeout). Where lowering
+        niceness is not allowed (not root) it simply stays nice. "ready" renices again, for a
+        process forked while this one walked the tree.
+        """
+        if self.nice and self.state == "starting":
+            self._set_priority(0)
+
     def _set_priority(self, value: int) -> None:
         set_priority(self.proc.pid, value)
 

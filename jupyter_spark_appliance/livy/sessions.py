@@ -765,6 +765,8 @@ class SessionManager:
             driver.send(op="open", sid=sid, kind=session.kind)
         elif driver.state == "dead":
             session.state = "dead"
+        else:
+            driver.hurry()  # a user now waits for it
         return session
 
     def get(self, ident: str) -> Session:
