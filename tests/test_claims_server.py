@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from test_options import container, listening, processes_under, server_config, u
 
 from jupyter_spark_appliance.backends.docker import DOCKER_MISSING, LABEL
 from jupyter_spark_appliance.spark.home import find_spark_home
+from jupyter_spark_appliance.spark.ports import allocate_port
 from jupyter_spark_appliance.spark.standalone import master_status
 from jupyter_spark_appliance.templates import DEFAULT_IMAGES
 
@@ -69,13 +69,6 @@ class EventStream:
 
     def close(self) -> None:
         self._task.cancel()
-
-
-def free_port() -> int:
-    """A port free on every address now (the kernel's pick), for a spec's fixed host_port."""
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return s.getsockname()[1]
 
 
 def master_spec(app_id: str, **extra: Any) -> dict[str, Any]:
@@ -209,7 +202,7 @@ class TestOneMasterJvm:
         spec = master_spec(app_id)
         spec["containers"][0]["ports"].append({"container_port": 6066, "name": "livy"})
         # A non-zero host_port is used as it is (the RPC port: the JVM must listen on it).
-        fixed_rpc = free_port()
+        fixed_rpc = allocate_port("0.0.0.0")  # free now, and never handed to the server's own allocation
         spec["containers"][0]["ports"][1]["host_port"] = fixed_rpc
         code, model = await api.call("POST", "appliance", spec)
         assert code == 201, model

@@ -83,13 +83,13 @@ RUNNING_GREEN = "#2e7d32"  # the graph's colour of a running container (graph_vi
 SPARK_LIVY_EDGES = {("livy", "spark-master"), ("spark-worker", "spark-master"), ("spark-connect", "spark-master")}
 
 
-async def wait_until(predicate, timeout: float = 240, what: str = "condition"):
+async def wait_until(predicate, timeout: float = 240, what: str = "condition", interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = await predicate()
         if value:
             return value
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -113,9 +113,9 @@ async def test_spark_livy_lifecycle(api, appliance_data_dir, sparkmagic_conf_dir
         for ep in c["endpoints"]:
             assert ep["host"] == "127.0.0.1" and ep["protocol"] == "tcp" and ep["host_port"] > 0
     # cds_dir, configured (conftest's config file names the run's shared dir): the daemons start from its archives.
-    daemons = {main: psutil.Process(pid).cmdline() for pid in record_pids(appliance_data_dir, "spark-livy")
-               for main in ("deploy.master.Master", "deploy.worker.Worker")
-               if f"org.apache.spark.{main}" in psutil.Process(pid).cmdline()}
+    argvs = [psutil.Process(pid).cmdline() for pid in record_pids(appliance_data_dir, "spark-livy")]
+    daemons = {main: argv for argv in argvs for main in ("deploy.master.Master", "deploy.worker.Worker")
+               if f"org.apache.spark.{main}" in argv}
     for main, argv in daemons.items():
         assert [a for a in argv if a.startswith(f"-XX:SharedArchiveFile={shared_cds_dir}/")], (main, argv)
     assert len(daemons) == 2, daemons
@@ -279,12 +279,12 @@ async def test_failed_launch_cleans_up_and_reports(api, jp_fetch, appliance_data
         return [e["instance"]["state"] for e in events
                 if e.get("id") == "broken" and e.get("instance", {}).get("container") == "spark-master"]
 
-    deadline = time.monotonic() + 30  # the stream may trail the model the test polled
-    while "failed" not in master_states():
-        assert time.monotonic() < deadline, master_states()
-        await asyncio.sleep(0.1)
+    async def failed_seen() -> list[str] | None:  # the stream may trail the model the test polled
+        states = master_states()
+        return states if "failed" in states else None
+
+    states = await wait_until(failed_seen, 30, "the master's failed event on the stream", interval=0.1)
     stream.cancel()
-    states = master_states()
     transitions = [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s]
     assert transitions[:3] == ["pending", "staging", "failed"], states
     assert (await api.call("DELETE", "appliance/broken"))[0] == 204
@@ -381,10 +381,10 @@ async def test_delete_during_launch_stops_what_started(api, appliance_data_dir):
     assert (await api.call("POST", "appliance", spec))[0] == 201
     # As soon as the master's process is recorded (the workers wait for it to be ALIVE): a fixed
     # sleep here was a guess at how long the record's saves take on a loaded machine.
-    deadline = time.monotonic() + 30
-    while not (started := record_pids(appliance_data_dir, "hasty")):
-        assert time.monotonic() < deadline, "no process recorded within 30 s of the POST"
-        await asyncio.sleep(0.05)
+    async def recorded() -> list[int]:
+        return record_pids(appliance_data_dir, "hasty")
+
+    started = await wait_until(recorded, 30, "a process recorded after the POST", interval=0.05)
     assert (await api.call("DELETE", "appliance/hasty"))[0] == 204
     assert started and all(gone(p) for p in started)
     assert (await api.call("GET", "appliance"))[1] == {"appliances": []}

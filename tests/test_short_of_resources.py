@@ -125,11 +125,10 @@ async def test_a_full_cluster_says_so_and_one_more_worker_ends_the_wait(api, spa
     assert st["output"]["status"] == "ok" and st["output"]["data"]["text/plain"] == "10", st["output"].get("evalue")
 
     async def not_short():
-        _, m = await api.call("GET", "appliance/full")
+        m = await asyncio.to_thread(view.refresh)
         return m if m.get("resources") and not m["resources"]["short"] else None
 
     await until(not_short, "the model to stop saying it is short", timeout=60)
-    await asyncio.to_thread(view.refresh)
-    assert view.short_box.layout.display == "none" and view.short.value == ""
+    assert view.short_box.layout.display == "none" and view.short.value == ""  # as it rendered that model
     view.close()
     assert (await api.call("DELETE", "appliance/full"))[0] == 204

@@ -137,6 +137,7 @@ class DriverProcess:
         finally:
             os.close(write_fd)
         self.nice = nice
+        self._hurried = False
         if nice:
             # Set before the child has spawned its JVM (it is still importing pyspark),
             # so the JVM inherits it.
@@ -195,10 +196,12 @@ class DriverProcess:
         The warm driver starts niced so that it does not slow the workers starting beside it;
         once a user waits on it, it is the thing to finish first (a niced JVM on a loaded
         machine took over 60 s to start, past Sparkmagic's session timeout). Where lowering
-        niceness is not allowed (not root) it simply stays nice. "ready" renices again, for a
-        process forked while this one walked the tree.
+        niceness is not allowed (not root) it simply stays nice. Once per driver: the walk scans
+        every process of the machine, and twenty sessions may arrive at once; "ready" renices
+        again, for a process forked while this one walked the tree.
         """
-        if self.nice and self.state == "starting":
+        if self.nice and self.state == "starting" and not self._hurried:
+            self._hurried = True
             self._set_priority(0)
 
     def _set_priority(self, value: int) -> None:
