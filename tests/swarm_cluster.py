@@ -174,15 +174,20 @@ class TwoNodeSwarm:
         """Node name (n1, n2) -> swarm node id."""
         return {node: self.clients[node].info()["Swarm"]["NodeID"] for node in self.nodes}
 
-    def push(self, host_engine: Any) -> dict[str, str]:
-        """Push the project's images from the host engine to the registry; pull them on both nodes."""
+    def push(self, host_engine: Any,
+             roles: tuple[str, ...] = ("spark-master", "spark-worker", "livy")) -> dict[str, str]:
+        """Push the images of ``roles`` (spark-livy's) from the host engine to the registry; pull them on both nodes.
+
+        Only those: the Sparkmagic and Connect images would add gigabytes to push and,
+        on each node, to pull, for containers the two-node test never runs.
+        """
         from concurrent.futures import ThreadPoolExecutor
 
         from jupyter_spark_appliance.backends.swarm import push_images, registry_ref
         from jupyter_spark_appliance.spark.roles import ROLES
 
-        self.pushed = [registry_ref(self.registry, r.image) for r in ROLES.values()]  # tags to remove
-        pinned = push_images(self.registry, host_engine, log=self.log)
+        self.pushed = [registry_ref(self.registry, ROLES[r].image) for r in roles]  # tags to remove
+        pinned = push_images(self.registry, host_engine, log=self.log, roles=roles)
 
         def pull(node: str) -> None:
             started = time.monotonic()

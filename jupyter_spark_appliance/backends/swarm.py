@@ -42,7 +42,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -556,17 +556,20 @@ class SwarmBackend(Backend):
 # ---------------------------------------------------------------------- images
 
 
-def push_images(registry: str, client=None, log: Callable[[str], None] = print) -> dict[str, str]:  # noqa: ANN001
+def push_images(registry: str, client=None, log: Callable[[str], None] = print,  # noqa: ANN001
+                roles: Iterable[str] | None = None) -> dict[str, str]:
     """Push the project's images (built by ``build-image``) to ``registry``; role -> pinned reference.
 
     Every node of a swarm then pulls them from there (the swarm backend pins them
-    by digest, so all nodes run the same bytes).
+    by digest, so all nodes run the same bytes). ``roles`` (default: every role)
+    narrows it to the images a cluster will run: each one is gigabytes for every
+    node to pull.
     """
     import docker
 
     client = client or docker.from_env(timeout=600)
     pinned = {}
-    for role in ROLES.values():
+    for role in (ROLES[name] for name in (ROLES if roles is None else roles)):
         ref = registry_ref(registry, role.image)
         repo, tag = ref.rsplit(":", 1)
         image = client.images.get(role.image)
