@@ -178,8 +178,9 @@ class TwoNodeSwarm:
              roles: tuple[str, ...] = ("spark-master", "spark-worker", "livy")) -> dict[str, str]:
         """Push the images of ``roles`` (spark-livy's) from the host engine to the registry; pull them on both nodes.
 
-        Only those: the Sparkmagic and Connect images would add gigabytes to push and,
-        on each node, to pull, for containers the two-node test never runs.
+        Only those: the Sparkmagic image adds about 580 MB of layers of its own to push
+        and, on each node, to pull, and Connect's a push and two pulls, for containers the
+        two-node test never runs.
         """
         from concurrent.futures import ThreadPoolExecutor
 
