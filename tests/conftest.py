@@ -101,27 +101,36 @@ def shared_cds_dir(tmp_path_factory) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
         if (cds_dir / "done").exists():
             return cds_dir
+        recorded: list[str] | str = []
         try:
-            record_archives(ClassDataSharing(cds_dir), spark_home, FAST_DAEMON_JAVA_OPTS, cds_dir / "recording",
-                            sys.executable, background=False)
+            recorded = record_archives(ClassDataSharing(cds_dir), spark_home, FAST_DAEMON_JAVA_OPTS,
+                                       cds_dir / "recording", sys.executable, background=False)
         except Exception as e:  # noqa: BLE001 - an optimisation: servers record their own then
             print(f"could not record the shared class-data-sharing archives: {e}", file=sys.stderr)
-        (cds_dir / "done").touch()
+            recorded = f"{type(e).__name__}: {e}"
+        # What record_archives returned (or why it failed), for the recording's own test.
+        (cds_dir / "done").write_text(json.dumps(recorded))
     return cds_dir
 
 
 @pytest.fixture(autouse=True)
-def server_config_file(request, jp_config_dir):
+def server_config_file(request, jp_config_dir, tmp_path):
     """Every in-process server of a test reads the shared archives' dir from its config file.
 
     A config file rather than ``jp_server_config``, which test modules override. A test
     marked ``own_cds`` (the recording's own test) keeps the default: a dir of its own.
+    A test that starts no local JVM (neither ``spark`` nor ``browser``: API errors, the
+    Docker and Swarm backends) needs no archive, so it does not wait for the run's
+    recording (about a minute, at the start, on whichever worker asks first), and its
+    server records none: an empty dir of its own and ``prepare_cds`` off.
     """
     if "jp_serverapp" not in request.fixturenames or request.node.get_closest_marker("own_cds"):
         return
-    shared = request.getfixturevalue("shared_cds_dir")
-    (jp_config_dir / "jupyter_server_config.json").write_text(
-        json.dumps({"SparkApplianceApp": {"cds_dir": str(shared)}}))
+    if not (request.node.get_closest_marker("spark") or request.node.get_closest_marker("browser")):
+        settings = {"cds_dir": str(tmp_path / "no-cds"), "prepare_cds": False}
+    else:
+        settings = {"cds_dir": str(request.getfixturevalue("shared_cds_dir"))}
+    (jp_config_dir / "jupyter_server_config.json").write_text(json.dumps({"SparkApplianceApp": settings}))
 
 
 @pytest.fixture(autouse=True)

@@ -105,13 +105,6 @@ def server_owner(data_dir: Path) -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}:{data_dir.resolve()}"
 
 
-@pytest.fixture(scope="module")
-def shared_cds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty archives' dir: these servers run no JVM (class-data-sharing off), so conftest's
-    recording of the shared archives (minutes of JVMs on two cores) would be for nothing."""
-    return tmp_path_factory.mktemp("no-cds")
-
-
 @pytest.fixture
 def engine(docker_engine: Any) -> Any:
     return docker_engine

@@ -5,6 +5,7 @@ does not exercise (shapes, states, cancel, errors)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -14,8 +15,7 @@ import psutil
 import pytest
 import requests
 
-from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
-from jupyter_spark_appliance.spark.cds_recording import record_archives
+from jupyter_spark_appliance.spark.cds import ClassDataSharing
 from jupyter_spark_appliance.spark.home import find_spark_home
 from jupyter_spark_appliance.spark.ports import allocate_port
 from jupyter_spark_appliance.spark.standalone import start_cluster
@@ -324,20 +324,21 @@ def test_basic_auth_and_csrf(cluster, tmp_path):
         proc.wait(30)
 
 
-def test_drivers_and_executors_start_from_recorded_archives(tmp_path):
-    # What the server does in the background when it starts: record all four archives.
-    cds = ClassDataSharing(tmp_path / "cds")
+def test_drivers_and_executors_start_from_recorded_archives(tmp_path, shared_cds_dir):
+    # What the server does in the background when it starts: record all four archives. The
+    # run's shared recording (conftest) is that call, with the server's options, waited for;
+    # recording them again here would be four more throwaway JVMs (a minute on two cores).
+    cds = ClassDataSharing(shared_cds_dir)
     home = find_spark_home()
-    recorded = record_archives(cds, home, FAST_DAEMON_JAVA_OPTS, tmp_path / "rec", python=sys.executable,
-                               background=False)  # waited for here, as by conftest's shared recording
+    recorded = json.loads((shared_cds_dir / "done").read_text())  # record_archives' return value
     assert recorded == ["spark-master", "spark-worker", "spark-driver", "spark-executor"]
-    assert not list((tmp_path / "cds").glob("*.tmp.jsa")) and not list((tmp_path / "cds").glob("*.recording"))
+    assert not list(shared_cds_dir.glob("*.tmp.jsa")) and not list(shared_cds_dir.glob("*.recording"))
     assert not [p for p in psutil.process_iter(["cmdline"])
-                if str(tmp_path / "rec") in " ".join(p.info["cmdline"] or [])]
+                if str(shared_cds_dir / "recording") in " ".join(p.info["cmdline"] or [])]
 
     # A cluster of its own: the module's cluster has its cores held by other tests' drivers.
     cluster = start_cluster(tmp_path / "cluster")
-    proc, url = _start_gateway(cluster, tmp_path, "--no-warm", "--cds-dir", str(tmp_path / "cds"))
+    proc, url = _start_gateway(cluster, tmp_path, "--no-warm", "--cds-dir", str(shared_cds_dir))
     try:
         sid = requests.post(f"{url}/sessions", json={"kind": "pyspark"}).json()["id"]
         wait_session(url, sid)

@@ -9,6 +9,7 @@ builds its own swarm in network namespaces (tests/swarm_cluster.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -253,25 +254,81 @@ async def test_engine_unreachable_is_503(api, monkeypatch, tmp_path):
 # ---------------------------------------------------------------------- two nodes
 
 
-@pytest.fixture(scope="module")
-def two_nodes(engine, tmp_path_factory):
-    """A swarm of two more engines in network namespaces, with the images in its registry."""
-    from swarm_cluster import TwoNodeSwarm, Unavailable
+class Building:
+    """The two-node swarm, made in a thread while the module's single-node tests run.
 
+    Making it is the module's longest step (two engines, a registry, spark-livy's images
+    pushed and pulled on both nodes: minutes on two cores), and most of it waits on disk
+    and on the engines, which the single-node test's own waits leave room for. Made after
+    them, it added its whole time to the worker that runs this module.
+    """
+
+    def __init__(self, base, host_engine) -> None:  # noqa: ANN001
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.cluster: Any = None
+        # The host engine's client is made here, before any test of the module points DOCKER_HOST elsewhere.
+        self.host_engine = host_engine
+        self.started = time.monotonic()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="two-node-swarm")
+        self.future = self._pool.submit(self._make, base)
+
+    def _make(self, base) -> Any:  # noqa: ANN001
+        from swarm_cluster import TwoNodeSwarm
+
+        cluster = TwoNodeSwarm(base)  # Unavailable: not root or a tool missing
+        cluster.start()
+        self.cluster = cluster  # from here on, close() has something to remove
+        cluster.push(self.host_engine)
+        print(f"two-node swarm with the images ready in {time.monotonic() - self.started:.1f} s")
+        return cluster
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.future.result()  # its failure is the test's to report; here only what to remove
+        self._pool.shutdown()
+        if self.cluster is not None:
+            closing = time.monotonic()
+            self.cluster.close(self.host_engine)
+            print(f"two-node swarm removed in {time.monotonic() - closing:.1f} s")
+        self.host_engine.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_nodes_building(request, tmp_path_factory):
+    """Starts making the two-node swarm as the module begins, if its test is to run at all."""
+    wanted = any(item.module is request.module and "two_nodes" in getattr(item, "fixturenames", ())
+                 for item in request.session.items)
     try:
-        cluster = TwoNodeSwarm(tmp_path_factory.mktemp("two-nodes"))
+        import docker
+
+        host_engine = docker.from_env() if wanted and os.geteuid() == 0 else None
+    except Exception:  # noqa: BLE001 - no engine: the engine fixture skips (or fails) the tests
+        host_engine = None
+    if host_engine is None:
+        yield None
+        return
+    building = Building(tmp_path_factory.mktemp("two-nodes"), host_engine)
+    try:
+        yield building
+    finally:
+        building.close()
+
+
+@pytest.fixture(scope="module")
+def two_nodes(engine, two_nodes_building):
+    """A swarm of two more engines in network namespaces, with the images in its registry."""
+    from swarm_cluster import Unavailable
+
+    if two_nodes_building is None:
+        _skip_or_raise("no two-node swarm here: it needs root and a Docker engine")
+    waited = time.monotonic()
+    try:
+        cluster = two_nodes_building.future.result(timeout=1200)
     except Unavailable as e:
         _skip_or_raise(f"no two-node swarm here: {e}")
-    started = time.monotonic()
-    cluster.start()
-    try:
-        cluster.push(engine)
-        print(f"two-node swarm with the images ready in {time.monotonic() - started:.1f} s")
-        yield cluster
-    finally:
-        closing = time.monotonic()
-        cluster.close(engine)
-        print(f"two-node swarm removed in {time.monotonic() - closing:.1f} s")
+    print(f"waited {time.monotonic() - waited:.1f} s for the two-node swarm")
+    return cluster
 
 
 @pytest.fixture
