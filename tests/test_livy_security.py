@@ -324,7 +324,7 @@ def test_sessions_run_on_an_authenticated_cluster_with_nothing_secret_in_argv_or
         requests.delete(f"{url}/sessions/{sid}", auth=AUTH)
 
 
-def test_a_foreign_application_without_the_secret_is_refused(auth_cluster):
+def test_a_foreign_application_without_the_secret_is_refused(auth_cluster, tmp_path):
     # A plain PySpark application from another process, as another local user could start.
     code = textwrap.dedent(f"""
         from pyspark.sql import SparkSession
@@ -336,9 +336,26 @@ def test_a_foreign_application_without_the_secret_is_refused(auth_cluster):
             print("REFUSED " + type(e).__name__ + ": " + str(e)[:300], flush=True)
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("_SPARK_AUTH_SECRET", "PYSPARK_SUBMIT_ARGS")}
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=420)
-    assert "COUNT=" not in r.stdout, r.stdout
-    assert "REFUSED" in r.stdout or r.returncode != 0, (r.stdout, r.stderr[-2000:])
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        app = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=stdout, stderr=stderr,
+                               start_new_session=True)
+    refused = f"Failed to connect to master {auth_cluster.master_url.removeprefix('spark://')}"
+    try:
+        # Refused at its first attempt to register. Spark's client then retries twice, 20 s apart,
+        # before it gives up ("All masters are unresponsive"): a minute of waiting that shows nothing
+        # more, so the application is stopped once the master has turned it away, or when it ends.
+        deadline = time.monotonic() + 420
+        while app.poll() is None and refused not in err.read_text(errors="replace"):
+            assert time.monotonic() < deadline, err.read_text(errors="replace")[-2000:]
+            time.sleep(0.5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(app.pid, 9)  # the application's JVM with it
+        app.wait(30)
+    assert "COUNT=" not in out.read_text(), out.read_text()
+    assert refused in err.read_text(errors="replace") or "REFUSED" in out.read_text(), (
+        out.read_text(), err.read_text(errors="replace")[-2000:])
     status = master_status(auth_cluster.ui_url)
     names = [a.get("name") for a in status.get("activeapps", []) + status.get("completedapps", [])]
     assert "foreign-app" not in names, names
