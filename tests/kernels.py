@@ -14,8 +14,15 @@ import sys
 
 
 def run_cell(client, code: str, timeout: float = 300) -> str:  # noqa: ANN001
+    """What the cell showed, one part per output, as a notebook shows it.
+
+    Consecutive stream messages of one stream are one output, joined as they came, as
+    JupyterLab merges them: ipykernel flushes a stream on a timer, so under load one
+    ``print`` can arrive in two messages ("expands to", " 43\\n").
+    """
     msg_id = client.execute(code)
-    texts = []
+    texts: list[str] = []
+    last_stream = None
     while True:
         try:
             msg = client.get_iopub_msg(timeout=timeout)
@@ -25,8 +32,13 @@ def run_cell(client, code: str, timeout: float = 300) -> str:  # noqa: ANN001
             continue
         content = msg["content"]
         if msg["msg_type"] == "stream":
-            texts.append(content["text"])
-        elif msg["msg_type"] in ("execute_result", "display_data"):
+            if last_stream == content["name"]:
+                texts[-1] += content["text"]
+            else:
+                texts.append(content["text"])
+            last_stream = content["name"]
+            continue
+        if msg["msg_type"] in ("execute_result", "display_data"):
             data = content["data"]
             texts.append(data.get("text/plain", "") + ("\n[widget]" if "application/vnd.jupyter.widget-view+json"
                                                         in data else ""))
@@ -34,6 +46,8 @@ def run_cell(client, code: str, timeout: float = 300) -> str:  # noqa: ANN001
             texts.append("ERROR " + "\n".join(content["traceback"]))
         elif msg["msg_type"] == "status" and content["execution_state"] == "idle":
             return "\n".join(texts)
+        if msg["msg_type"] in ("execute_result", "display_data", "error"):
+            last_stream = None
 
 
 def run_kernel(kernel_name: str, cells: list[str], env: dict[str, str], kernel_dirs: list[str] | None) -> list[str]:
