@@ -19,18 +19,19 @@ from typing import Any
 
 import pytest
 
+from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS
+
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 
 #: Every local JVM of the suite (masters, workers, drivers, executors, the recording's) runs
-#: with C1 only and the serial collector, as the project's daemons always do. A test's
+#: with C1 only and the serial collector, the project's daemons' own options. A test's
 #: statements are short, so the default C2 compiler and G1's threads would spend the two
 #: cores on compiling code that has finished by then (test_livy_gateway.py: 246 CPU-seconds
 #: with the defaults, 180 with these, 11 passed both ways). Only the JIT and the collector
 #: change, nothing a test observes; the project keeps the JVM's defaults for drivers and
 #: executors (a user's long job wants C2), and the Docker tests run them so, in containers.
 #: JAVA_TOOL_OPTIONS passes the allow-list of child_env.py; a developer's own value is kept.
-SUITE_JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-os.environ.setdefault("JAVA_TOOL_OPTIONS", SUITE_JAVA_OPTS)
+os.environ.setdefault("JAVA_TOOL_OPTIONS", FAST_DAEMON_JAVA_OPTS)
 
 
 #: The longest test modules (CI's --durations), started first: the README's command runs
@@ -102,7 +103,7 @@ def shared_cds_dir(tmp_path_factory) -> Path:
     workers' temporary dirs have one parent, and a lock there makes the others wait for
     the first one's recording instead of making their own.
     """
-    from jupyter_spark_appliance.spark.cds import FAST_DAEMON_JAVA_OPTS, ClassDataSharing
+    from jupyter_spark_appliance.spark.cds import ClassDataSharing
     from jupyter_spark_appliance.spark.cds_recording import record_archives
     from jupyter_spark_appliance.spark.home import SparkNotFound, find_spark_home
 

@@ -42,12 +42,12 @@ def run_cell(client, code: str, timeout: float = 300) -> str:  # noqa: ANN001
             data = content["data"]
             texts.append(data.get("text/plain", "") + ("\n[widget]" if "application/vnd.jupyter.widget-view+json"
                                                         in data else ""))
+            last_stream = None
         elif msg["msg_type"] == "error":
             texts.append("ERROR " + "\n".join(content["traceback"]))
+            last_stream = None
         elif msg["msg_type"] == "status" and content["execution_state"] == "idle":
             return "\n".join(texts)
-        if msg["msg_type"] in ("execute_result", "display_data", "error"):
-            last_stream = None
 
 
 def run_kernel(kernel_name: str, cells: list[str], env: dict[str, str], kernel_dirs: list[str] | None) -> list[str]:

@@ -19,13 +19,13 @@ import secrets
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
+from test_security import foreign_driver
 
 from jupyter_spark_appliance.spark.ports import allocate_port
 from jupyter_spark_appliance.spark.standalone import master_status, start_cluster
@@ -324,38 +324,15 @@ def test_sessions_run_on_an_authenticated_cluster_with_nothing_secret_in_argv_or
         requests.delete(f"{url}/sessions/{sid}", auth=AUTH)
 
 
-def test_a_foreign_application_without_the_secret_is_refused(auth_cluster, tmp_path):
-    # A plain PySpark application from another process, as another local user could start.
-    code = textwrap.dedent(f"""
-        from pyspark.sql import SparkSession
-        try:
-            spark = SparkSession.builder.master({auth_cluster.master_url!r}).appName("foreign-app") \\
-                .config("spark.ui.enabled", "false").getOrCreate()
-            print("COUNT=" + str(spark.range(10).count()), flush=True)
-        except Exception as e:
-            print("REFUSED " + type(e).__name__ + ": " + str(e)[:300], flush=True)
-    """)
-    env = {k: v for k, v in os.environ.items() if k not in ("_SPARK_AUTH_SECRET", "PYSPARK_SUBMIT_ARGS")}
-    out, err = tmp_path / "stdout", tmp_path / "stderr"
-    with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        app = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=stdout, stderr=stderr,
-                               start_new_session=True)
+def test_a_foreign_application_without_the_secret_is_refused(auth_cluster):
+    # A plain PySpark application from another process, as another local user could start. It is
+    # stopped once the master has turned it away: Spark's client would retry twice, 20 s apart.
+    app = foreign_driver(auth_cluster.master_url, "foreign-app", {"spark.ui.enabled": "false"}, 420,
+                         until_refused=True)
+    assert app is not None, "still trying to register after 420 s"
+    assert "RESULT" not in app.stdout, app.stdout
     refused = f"Failed to connect to master {auth_cluster.master_url.removeprefix('spark://')}"
-    try:
-        # Refused at its first attempt to register. Spark's client then retries twice, 20 s apart,
-        # before it gives up ("All masters are unresponsive"): a minute of waiting that shows nothing
-        # more, so the application is stopped once the master has turned it away, or when it ends.
-        deadline = time.monotonic() + 420
-        while app.poll() is None and refused not in err.read_text(errors="replace"):
-            assert time.monotonic() < deadline, err.read_text(errors="replace")[-2000:]
-            time.sleep(0.5)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(app.pid, 9)  # the application's JVM with it
-        app.wait(30)
-    assert "COUNT=" not in out.read_text(), out.read_text()
-    assert refused in err.read_text(errors="replace") or "REFUSED" in out.read_text(), (
-        out.read_text(), err.read_text(errors="replace")[-2000:])
+    assert refused in app.stderr, app.stderr[-2000:]
     status = master_status(auth_cluster.ui_url)
     names = [a.get("name") for a in status.get("activeapps", []) + status.get("completedapps", [])]
     assert "foreign-app" not in names, names

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
@@ -69,6 +72,7 @@ def foreign_driver(master: str, name: str, conf: dict[str, str], timeout: float,
 
     With ``until_refused`` it is stopped as soon as its own log says the master refused it
     (Spark's client retries its registration for a minute before it gives up by itself).
+    It runs in a process group of its own, stopped whole: its JVM goes with it.
     """
     job = textwrap.dedent(f"""
         from pyspark.sql import SparkSession
@@ -81,7 +85,8 @@ def foreign_driver(master: str, name: str, conf: dict[str, str], timeout: float,
     """)
     env = {**child_environment(), "SPARK_LOCAL_IP": "127.0.0.1"}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-c", job], stdout=out, stderr=err, text=True, env=env)
+        proc = subprocess.Popen([sys.executable, "-c", job], stdout=out, stderr=err, text=True, env=env,
+                                start_new_session=True)
         deadline = time.monotonic() + timeout
         try:
             while proc.poll() is None and time.monotonic() < deadline:
@@ -91,8 +96,8 @@ def foreign_driver(master: str, name: str, conf: dict[str, str], timeout: float,
                         break
                 time.sleep(0.2)
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the program's JVM with it
             code = proc.wait()
         out.seek(0)
         err.seek(0)
